@@ -1,0 +1,1 @@
+"""Judge backends: where the judge model runs."""

@@ -1,0 +1,1 @@
+"""The judge contract: judge.proto and its generated Python modules."""
