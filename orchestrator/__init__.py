@@ -1,0 +1,1 @@
+"""The trainer side: config, meshes, data, rewards, the judge client, the loop."""

@@ -1,0 +1,131 @@
+"""Reasoning datasets: JSON Lines of question, reference answer and rubric.
+
+One object per line:
+  id        non-empty string, unique in the file
+  prompt    non-empty string, the question
+  answer    non-empty string, the reference answer
+  domain    optional string, default "general"
+  rubric    an inline rubric ({"criteria": [...]}, see judge_server.rubric)
+  rubric_id the id of a known rubric pack
+Any other key is an error, so a typo cannot silently drop a field.
+"""
+
+import dataclasses
+import json
+import os
+from collections.abc import Collection
+
+from judge_server.rubric import Rubric, RubricError
+
+DEFAULT_DOMAIN = "general"
+DEFAULT_RUBRIC_ID = "general-reasoning"
+KEYS = ("id", "domain", "prompt", "answer", "rubric", "rubric_id")
+
+
+class DatasetError(ValueError):
+  """A row that cannot be used: "<path>:<line>: <field>: <problem>"."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+  """One question. Exactly one of `rubric` (inline) and `rubric_id` (a pack
+  the judge knows) is set; the other is None or ""."""
+  id: str
+  domain: str
+  prompt: str
+  answer: str
+  rubric: Rubric | None
+  rubric_id: str
+
+
+def _text(row: dict, key: str) -> str:
+  value = row.get(key)
+  if value is None:
+    raise DatasetError(f"{key}: missing")
+  if not isinstance(value, str):
+    raise DatasetError(f"{key}: must be a string, got {type(value).__name__}")
+  if not value.strip():
+    raise DatasetError(f"{key}: empty")
+  return value
+
+
+def _rubric(row: dict,
+            known: Collection[str]) -> tuple[Rubric | None, str]:
+  if "rubric" in row and "rubric_id" in row:
+    raise DatasetError("rubric: give rubric or rubric_id, not both")
+  if "rubric" in row:
+    try:
+      return Rubric.from_dict(row["rubric"], where="rubric"), ""
+    except RubricError as e:
+      raise DatasetError(str(e)) from None
+  if "rubric_id" not in row:
+    if DEFAULT_RUBRIC_ID in known:
+      return None, DEFAULT_RUBRIC_ID
+    raise DatasetError(
+        f"rubric_id: missing; give rubric or rubric_id (the default "
+        f"{DEFAULT_RUBRIC_ID!r} is not a known rubric)")
+  rubric_id = _text(row, "rubric_id")
+  if rubric_id not in known:
+    raise DatasetError(f"rubric_id: unknown rubric {rubric_id!r} (known: "
+                       f"{', '.join(sorted(known)) or 'none'})")
+  return None, rubric_id
+
+
+def _example(line: str, known: Collection[str]) -> Example:
+  try:
+    row = json.loads(line)
+  except json.JSONDecodeError as e:
+    raise DatasetError(f"row: invalid JSON: {e}") from None
+  if not isinstance(row, dict):
+    raise DatasetError(
+        f"row: must be a JSON object, got {type(row).__name__}")
+  unknown = sorted(set(row) - set(KEYS))
+  if unknown:
+    raise DatasetError(f"{unknown[0]}: unknown key (known: {', '.join(KEYS)})")
+  example_id = _text(row, "id")
+  domain = _text(row, "domain") if "domain" in row else DEFAULT_DOMAIN
+  prompt, answer = _text(row, "prompt"), _text(row, "answer")
+  rubric, rubric_id = _rubric(row, known)
+  return Example(id=example_id, domain=domain, prompt=prompt, answer=answer,
+                 rubric=rubric, rubric_id=rubric_id)
+
+
+def load_jsonl(path: str | os.PathLike,
+               known_rubric_ids: Collection[str]) -> list[Example]:
+  """All examples of a JSONL file, in file order.
+
+  known_rubric_ids: the rubric packs the judge has (judge_server.rubric
+  .load_packs()). A row with neither rubric nor rubric_id gets the pack
+  "general-reasoning" when that pack is known, and is an error otherwise:
+  every example must reach the judge with some rubric, and the generic pack
+  is the one written for any single-answer question. Blank lines are
+  skipped. Raises DatasetError, "<path>:<line>: <field>: <problem>", for the
+  first bad row, and "<path>: ..." for a file that cannot be read or has no
+  rows.
+  """
+  try:
+    with open(path, "rb") as f:
+      raw_lines = f.read().splitlines()
+  except OSError as e:
+    raise DatasetError(f"{path}: cannot read: {e.strerror}") from None
+  examples: list[Example] = []
+  first_line: dict[str, int] = {}
+  for number, raw in enumerate(raw_lines, start=1):
+    try:
+      line = raw.decode("utf-8")
+      if not line.strip():
+        continue
+      example = _example(line, known_rubric_ids)
+      if example.id in first_line:
+        raise DatasetError(f"id: duplicate {example.id!r} (first on line "
+                           f"{first_line[example.id]})")
+    except UnicodeDecodeError as e:
+      raise DatasetError(
+          f"{path}:{number}: row: not UTF-8: {e.reason}") from None
+    except DatasetError as e:
+      raise DatasetError(f"{path}:{number}: {e}") from None
+    first_line[example.id] = number
+    examples.append(example)
+  if not examples:
+    raise DatasetError(f"{path}: no examples (the file is empty or blank)")
+  return examples

@@ -1,0 +1,175 @@
+"""Rule rewards computed on CPU, and the composite reward.
+
+Rule rewards are pure functions of the completion text (the prompt is not
+part of it) and the example. The composite keeps NaN: a component that
+could not be computed (an unscorable judge call) makes the rollout's reward
+NaN, and the trainer masks it out of the group baseline and the loss rather
+than pretending it scored 0.
+"""
+
+from collections.abc import Callable, Mapping
+import math
+import re
+import unicodedata
+
+import numpy as np
+
+from orchestrator.dataset import Example
+from orchestrator.templates import (ANSWER_END, ANSWER_START, REASONING_END,
+                                    REASONING_START)
+
+_TAGS = (REASONING_START, REASONING_END, ANSWER_START, ANSWER_END)
+# Block content may not contain any of the four tags, so a block is the
+# innermost span between an opening tag and its closing tag.
+_NO_TAG = "(?:(?!{}).)*".format("|".join(map(re.escape, _TAGS)))
+
+
+def _block(start: str, end: str) -> re.Pattern:
+  return re.compile(f"{re.escape(start)}({_NO_TAG}){re.escape(end)}",
+                    re.DOTALL)
+
+
+_REASONING = _block(REASONING_START, REASONING_END)
+_ANSWER = _block(ANSWER_START, ANSWER_END)
+_STRICT = re.compile(
+    rf"\s*{_REASONING.pattern}\s*{_ANSWER.pattern}\s*", re.DOTALL)
+
+
+def _has_block(pattern: re.Pattern, text: str) -> bool:
+  return any(m.strip() for m in pattern.findall(text))
+
+
+def format_reward(completion: str) -> float:
+  """How well the completion follows the reasoning template.
+
+  A block is well formed when its content is not blank and holds none of the
+  four tags.
+    1.0   exactly a well-formed reasoning block then a well-formed answer
+          block, with only whitespace around and between them
+    0.5   a well-formed reasoning block and a well-formed answer block, but
+          with other text, in the other order, or with more blocks
+    0.25  a well-formed answer block without a well-formed reasoning block
+    0.0   no well-formed answer block
+  """
+  strict = _STRICT.fullmatch(completion)
+  if strict and all(part.strip() for part in strict.groups()):
+    return 1.0
+  if not _has_block(_ANSWER, completion):
+    return 0.0
+  return 0.5 if _has_block(_REASONING, completion) else 0.25
+
+
+def extract_answer(completion: str) -> str | None:
+  """The stripped content of the last answer block; None if there is none.
+
+  An unclosed <answer> (a completion cut at the token limit) is no answer.
+  """
+  answers = _ANSWER.findall(completion)
+  return answers[-1].strip() if answers else None
+
+
+# A leading number: sign, currency, digits (thousands commas allowed only in
+# groups of three, so "1,5" is not read as 15), optional exponent, optional
+# "/denominator", optional percent sign; then the rest of the text.
+_NUMBER = re.compile(r"""
+    (?P<sign>[-+\u2212]?)\s*[$\u00a3\u20ac]?\s*
+    (?P<num>(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+)
+    (?:\s*/\s*(?P<den>\d+(?:\.\d*)?))?
+    \s*(?P<percent>%)?
+    (?P<rest>.*)""", re.VERBOSE | re.DOTALL)
+# What may follow a number that is still just that number: nothing, a word
+# (a unit: "40 square metres", "10km"), a degree sign, or a closing full stop.
+_UNIT = re.compile(r"\s*(?:[^\W\d_]|\u00b0).*|\s*[.!]?\s*", re.DOTALL)
+
+
+def _number(text: str) -> tuple[float, bool] | None:
+  """(value, is_percent) of a text that is a number, maybe with a unit."""
+  m = _NUMBER.fullmatch(text.strip())
+  if not m or not _UNIT.fullmatch(m["rest"]):
+    return None
+  value = float(m["num"].replace(",", ""))
+  if m["den"] is not None:
+    if float(m["den"]) == 0:
+      return None
+    value /= float(m["den"])
+  return (-value if m["sign"] in ("-", "\u2212") else value,
+          m["percent"] is not None)
+
+
+_ARTICLES = frozenset(("a", "an", "the"))
+
+
+def _normalise(text: str) -> str:
+  """Casefolded words without punctuation or articles, single-spaced."""
+  spaced = "".join(" " if unicodedata.category(c).startswith("P") else c
+                   for c in text.casefold())
+  return " ".join(w for w in spaced.split() if w not in _ARTICLES)
+
+
+def exact_answer_reward(completion: str, reference: str,
+                        rel_tol: float = 1e-4, abs_tol: float = 1e-6) -> float:
+  """1.0 if the completion's answer block matches the reference, else 0.0.
+
+  When both read as numbers, they match within the tolerances (math.isclose).
+  Read as numbers: "1,000", "3.50", "$8.75", "-7", "1/4", "2e3", and a number
+  followed by a unit, "40 square metres", which counts as its number. A
+  percent sign scales the value, so it is not dropped like a unit: "50%"
+  matches only a reference that is a percentage too ("50 %"), never "50" or
+  "0.5". Otherwise both are compared as strings, casefolded, without
+  punctuation and the articles a/an/the, and with single spaces. The answer
+  block must hold only the answer: "The answer is 85" does not match "85".
+  No answer block scores 0.0.
+  """
+  answer = extract_answer(completion)
+  if answer is None:
+    return 0.0
+  got, want = _number(answer), _number(reference)
+  if got is not None and want is not None:
+    return float(got[1] == want[1] and math.isclose(
+        got[0], want[0], rel_tol=rel_tol, abs_tol=abs_tol))
+  got_text, want_text = _normalise(answer), _normalise(reference)
+  return float(bool(want_text) and got_text == want_text)
+
+
+def composite(components: Mapping[str, np.ndarray],
+              weights: Mapping[str, float]) -> np.ndarray:
+  """The weighted sum of reward components, per rollout.
+
+  components: name -> [N] rewards of N rollouts; NaN where unscorable.
+  weights: name -> weight; components it does not name, or names with weight
+  0, take no part (their NaNs included). Returns [N] float64, NaN for a
+  rollout where any weighted component is NaN. Raises ValueError for a
+  weight that names no component, a non-finite weight, no non-zero weight,
+  or weighted components of different or non-1-D shapes.
+  """
+  missing = sorted(set(weights) - set(components))
+  if missing:
+    raise ValueError(f"weights: {missing[0]!r} names no reward component "
+                     f"(have: {', '.join(sorted(components))})")
+  bad = [name for name, w in weights.items() if not math.isfinite(w)]
+  if bad:
+    raise ValueError(f"weights.{bad[0]}: must be finite")
+  used = {name: np.asarray(components[name], dtype=np.float64)
+          for name, w in weights.items() if w != 0}
+  if not used:
+    raise ValueError("weights: every weight is 0, so the reward is constant")
+  shapes = {name: r.shape for name, r in used.items()}
+  if (len(set(shapes.values())) != 1
+      or any(len(shape) != 1 for shape in shapes.values())):
+    raise ValueError(f"components: need [N] arrays of one N, got {shapes}")
+  return sum(weights[name] * r for name, r in used.items())
+
+
+def _format(completion: str, example: Example) -> float:
+  del example  # the format does not depend on the question
+  return format_reward(completion)
+
+
+def _answer(completion: str, example: Example) -> float:
+  return exact_answer_reward(completion, example.answer)
+
+
+RULE_REWARDS: dict[str, Callable[[str, Example], float]] = {
+    "format": _format,
+    "answer": _answer,
+}
