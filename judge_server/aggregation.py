@@ -29,7 +29,9 @@ def expected_score(probs: np.ndarray, min_mass: float = 0.0
   if not np.isfinite(mass) or mass <= 0 or mass < min_mass:
     return None, mass
   k = len(probs) - 1
-  return float(np.dot(probs / mass, np.arange(k + 1)) / k), mass
+  # Clipped because float rounding can put a mean of all-9s a hair above 1.
+  score = np.dot(probs / mass, np.arange(k + 1)) / k
+  return float(np.clip(score, 0.0, 1.0)), mass
 
 
 def explicit(rubric: Rubric, scores: Sequence[float]) -> float:

@@ -14,8 +14,9 @@ class MeshShape:
   tp: int = 1
 
   def __post_init__(self):
-    if self.fsdp < 1 or self.tp < 1:
-      raise ValueError("fsdp: axis sizes must be >= 1")
+    for axis in ("fsdp", "tp"):
+      if getattr(self, axis) < 1:
+        raise ValueError(f"{axis}: must be >= 1")
 
   @property
   def size(self) -> int:

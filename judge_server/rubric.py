@@ -1,8 +1,8 @@
 """Rubrics: weighted criteria with a category and a polarity.
 
 A rubric arrives from three edges (a dataset row, a YAML pack, a gRPC
-message); all three go through `Rubric.from_dict` or `rubric_from_proto`, so a
-bad rubric is refused the same way everywhere, with the field named.
+message); all three go through `Rubric.from_dict`, so a bad rubric is refused
+the same way everywhere, with the field named.
 """
 
 import dataclasses

@@ -1,0 +1,94 @@
+"""`python -m judge_server --config FILE [--set key=value ...]`.
+
+Prints `grar-judge listening on HOST:PORT` once serving; SIGTERM or SIGINT
+stops it after in-flight work is done. Bad configuration: one line on
+stderr, exit code 2.
+"""
+
+import argparse
+import asyncio
+import signal
+import sys
+
+from judge_server import config as config_lib
+from judge_server import server
+from judge_server.backends.base import Backend
+from judge_server.rubric import RubricError
+from judge_server.strict import ConfigError
+
+SHUTDOWN_GRACE_S = 30.0
+
+
+def _jax_backend(cfg: config_lib.BackendConfig) -> Backend:
+  import jax  # only this backend kind needs jax
+  import numpy as np
+  from judge_server.backends import jax_local
+  devices = jax.devices()
+  if len(devices) < cfg.mesh.size:
+    raise ConfigError(
+        f"backend.mesh: fsdp={cfg.mesh.fsdp} x tp={cfg.mesh.tp} needs "
+        f"{cfg.mesh.size} devices, this process sees {len(devices)}")
+  mesh = jax.sharding.Mesh(
+      np.array(devices[:cfg.mesh.size]).reshape(cfg.mesh.fsdp, cfg.mesh.tp),
+      ("fsdp", "tp"))
+  return jax_local.build(cfg.model, mesh, jax_local.JaxBackendConfig(
+      max_batch=cfg.max_batch, max_prompt_tokens=cfg.max_prompt_tokens,
+      min_score_mass=cfg.min_score_mass))
+
+
+_BACKENDS = {"jax": _jax_backend}
+
+
+def build_backend(cfg: config_lib.BackendConfig) -> Backend:
+  return _BACKENDS[cfg.kind](cfg)
+
+
+async def _serve(config: config_lib.JudgeConfig, backend: Backend) -> None:
+  try:
+    handle = await server.start(config, backend)
+    print(f"grar-judge listening on {handle.address}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    # A second signal during the graceful stop ends the process at once.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      loop.remove_signal_handler(sig)
+    await handle.stop(SHUTDOWN_GRACE_S)
+  finally:
+    await backend.close()
+
+
+def serve(config: config_lib.JudgeConfig) -> int:
+  """Runs the judge until SIGTERM/SIGINT; returns the process exit code."""
+  try:
+    server.load_packs(config.rubric_dir)  # fail before a slow backend build
+    asyncio.run(_serve(config, build_backend(config.backend)))
+  except (ConfigError, RubricError) as e:
+    print(f"grar-judge: {e}", file=sys.stderr)
+    return 2
+  except OSError as e:
+    print(f"grar-judge: {e}", file=sys.stderr)
+    return 1
+  return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(
+      prog="python -m judge_server", description="The grar judge server.")
+  parser.add_argument("--config", metavar="FILE",
+                      help="YAML config (default: all defaults)")
+  parser.add_argument("--set", metavar="KEY=VALUE", action="append",
+                      default=[], help="override a config key, e.g. port=50051")
+  args = parser.parse_args(argv)
+  try:
+    config = config_lib.load(args.config, args.set)
+  except ConfigError as e:
+    print(f"grar-judge: {e}", file=sys.stderr)
+    return 2
+  return serve(config)
+
+
+if __name__ == "__main__":
+  sys.exit(main())

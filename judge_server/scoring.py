@@ -1,0 +1,68 @@
+"""Scoring one rollout against its rubric: prompts out, one reward back."""
+
+import dataclasses
+
+from judge_server import aggregation, prompts
+from judge_server.batching import MicroBatcher
+from judge_server.rubric import Rubric
+
+AGGREGATIONS = ("explicit", "implicit")
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+  """One rollout to score; checked on construction, errors name the field."""
+  rollout_id: str
+  prompt: str
+  completion: str
+  reference: str
+  rubric: Rubric
+  aggregation: str
+
+  def __post_init__(self):
+    for name in ("rollout_id", "prompt", "completion", "reference"):
+      if not isinstance(getattr(self, name), str):
+        raise ValueError(f"{name}: must be a string")
+    if not self.rollout_id:
+      raise ValueError("rollout_id: must not be empty")
+    if not self.prompt.strip():
+      raise ValueError("prompt: must not be empty")
+    if not isinstance(self.rubric, Rubric):
+      raise ValueError("rubric: must be a Rubric")
+    if self.aggregation not in AGGREGATIONS:
+      raise ValueError(f"aggregation: {self.aggregation!r} is not one of "
+                       f"{', '.join(AGGREGATIONS)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+  """status "scored": reward in [0, 1] and, for explicit aggregation, one
+  (index, score, mass) per criterion. status "unscorable": reward 0 means
+  nothing and `reason` says why."""
+  status: str
+  reward: float
+  criteria: tuple[tuple[int, float, float], ...] = ()
+  reason: str = ""
+
+
+def _unscorable(reason: str) -> Outcome:
+  return Outcome("unscorable", 0.0, (), reason)
+
+
+async def score(job: Job, batcher: MicroBatcher) -> Outcome:
+  if job.aggregation == "implicit":
+    (j,) = await batcher.submit([prompts.implicit_prompt(
+        job.prompt, job.completion, job.reference, job.rubric)])
+    if j.score is None:
+      return _unscorable(f"holistic score: {j.reason}")
+    return Outcome("scored", aggregation.implicit(j.score))
+  judgements = await batcher.submit([
+      prompts.explicit_prompt(job.prompt, job.completion, job.reference, c)
+      for c in job.rubric.criteria])
+  for i, j in enumerate(judgements):
+    if j.score is None:
+      return _unscorable(f"criterion {i}: {j.reason}")
+  return Outcome(
+      "scored",
+      aggregation.explicit(job.rubric, [j.score for j in judgements]),
+      tuple((i, j.score, j.mass) for i, j in enumerate(judgements)))

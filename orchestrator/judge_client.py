@@ -1,0 +1,154 @@
+"""The trainer's side of the judge contract (protos/judge.proto).
+
+Every rollout sent comes back with a result. One the judge never answered
+(down, too slow, the stream broke) comes back UNSCORABLE with the reason, so
+the trainer masks it out instead of learning from a fake reward of 0. A
+request the judge refuses as malformed raises JudgeRequestError: that is a
+bug in the caller's data, not an unscorable rollout.
+"""
+
+import time
+from typing import Any, Mapping
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from judge_server.rubric import Rubric, RubricError
+from judge_server.server import MAX_MESSAGE_BYTES, SERVICE_NAME
+from protos import judge_pb2, judge_pb2_grpc
+
+ROW_KEYS = ("prompt", "completion", "reference_answer", "rubric", "rubric_id",
+            "aggregation")
+
+
+class JudgeRequestError(ValueError):
+  """The judge refused a request as malformed (INVALID_ARGUMENT)."""
+
+
+class RowError(ValueError):
+  """A rollout row that cannot become a ScoreRequest; names the field."""
+
+
+def _text(row: Mapping[str, Any], key: str, required: bool) -> str:
+  if key not in row:
+    if required:
+      raise RowError(f"{key}: missing")
+    return ""
+  if not isinstance(row[key], str):
+    raise RowError(f"{key}: must be a string, got {type(row[key]).__name__}")
+  return row[key]
+
+
+def _rubric_proto(data: Any) -> judge_pb2.Rubric:
+  """Validated like the server does, so a bad rubric fails before sending."""
+  try:
+    rubric = Rubric.from_dict(data, where="rubric")
+  except RubricError as e:
+    raise RowError(str(e)) from None
+  return judge_pb2.Rubric(criteria=[
+      judge_pb2.Criterion(
+          text=c.text, weight=c.weight,
+          category=judge_pb2.Category.Value(c.category.upper()),
+          polarity=judge_pb2.Polarity.Value(c.polarity.upper()))
+      for c in rubric.criteria])
+
+
+def request_from_row(row: Mapping[str, Any],
+                     rollout_id: str) -> judge_pb2.ScoreRequest:
+  """A ScoreRequest from a rollout row: prompt, completion, optional
+  reference_answer, one of rubric (a mapping with criteria) or rubric_id,
+  optional aggregation "explicit" | "implicit". Raises RowError."""
+  unknown = sorted(set(row) - set(ROW_KEYS))
+  if unknown:
+    raise RowError(f"{unknown[0]}: unknown key (known: {', '.join(ROW_KEYS)})")
+  request = judge_pb2.ScoreRequest(
+      rollout_id=rollout_id, prompt=_text(row, "prompt", True),
+      completion=_text(row, "completion", True),
+      reference_answer=_text(row, "reference_answer", False))
+  if "rubric" in row and "rubric_id" in row:
+    raise RowError("rubric_id: give rubric or rubric_id, not both")
+  if "rubric" in row:
+    request.rubric.CopyFrom(_rubric_proto(row["rubric"]))
+  elif "rubric_id" in row:
+    request.rubric_id = _text(row, "rubric_id", True)
+  else:
+    raise RowError("rubric: one of rubric or rubric_id is required")
+  aggregation = row.get("aggregation")
+  if aggregation is not None:
+    if aggregation not in ("explicit", "implicit"):
+      raise RowError(f"aggregation: {aggregation!r} is not one of explicit, "
+                     "implicit")
+    request.aggregation = judge_pb2.Aggregation.Value(aggregation.upper())
+  return request
+
+
+def _unavailable(rollout_id: str, why: str) -> judge_pb2.ScoreResult:
+  return judge_pb2.ScoreResult(rollout_id=rollout_id,
+                               status=judge_pb2.UNSCORABLE,
+                               reason=f"judge unavailable: {why}")
+
+
+class JudgeClient:
+  """A blocking client; safe to share between threads."""
+
+  def __init__(self, target: str, timeout_s: float = 60):
+    self.target = target
+    self._timeout_s = timeout_s
+    self._channel = grpc.insecure_channel(target, options=[
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
+    self._stub = judge_pb2_grpc.JudgeServiceStub(self._channel)
+    self._health = health_pb2_grpc.HealthStub(self._channel)
+
+  def score(self, requests: list[judge_pb2.ScoreRequest]
+            ) -> dict[str, judge_pb2.ScoreResult]:
+    """One result per request, by rollout_id, within timeout_s in all."""
+    ids = [r.rollout_id for r in requests]
+    if len(set(ids)) != len(ids):
+      raise ValueError("rollout ids must be unique within one score() call")
+    results: dict[str, judge_pb2.ScoreResult] = {}
+    why = "the stream ended without this result"
+    try:
+      for result in self._stub.Score(iter(requests), timeout=self._timeout_s):
+        results[result.rollout_id] = result
+    except grpc.RpcError as e:
+      if e.code() == grpc.StatusCode.INVALID_ARGUMENT:
+        raise JudgeRequestError(
+            f"judge at {self.target} refused a request: {e.details()}"
+        ) from None
+      why = f"{e.code().name}: {e.details()}"
+    return {i: results[i] if i in results else _unavailable(i, why)
+            for i in ids}
+
+  def info(self) -> judge_pb2.GetInfoResponse:
+    return self._stub.GetInfo(judge_pb2.GetInfoRequest(),
+                              timeout=self._timeout_s)
+
+  def wait_ready(self, timeout_s: float) -> None:
+    """Returns once the judge reports SERVING; TimeoutError otherwise."""
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while True:
+      left = deadline - time.monotonic()
+      try:
+        status = self._health.Check(
+            health_pb2.HealthCheckRequest(service=SERVICE_NAME),
+            timeout=max(min(left, 1.0), 0.01)).status
+        if status == health_pb2.HealthCheckResponse.SERVING:
+          return
+        last = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+      except grpc.RpcError as e:
+        last = e.code().name
+      if time.monotonic() >= deadline:
+        raise TimeoutError(f"judge at {self.target} not serving after "
+                           f"{timeout_s:g}s ({last})")
+      time.sleep(0.1)
+
+  def close(self) -> None:
+    self._channel.close()
+
+  def __enter__(self) -> "JudgeClient":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
