@@ -24,7 +24,10 @@ class ModelSpec:
   num_heads: int = 4
   head_dim: int = 16
   num_kv_heads: int = 1
-  sliding_window_size: int = 64
+  # Gemma-3's first five layers of six attend within this window. A judge
+  # must see the whole judge prompt from its last token, so the tiny default
+  # covers any prompt the byte tokenizer makes of the default limits.
+  sliding_window_size: int = 4096
   dtype: str = "float32"
 
   def __post_init__(self):

@@ -1,0 +1,1 @@
+"""Policy and reference models on tunix: building, LoRA, rollouts, updates."""
