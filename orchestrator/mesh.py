@@ -16,10 +16,8 @@ import numpy as np
 
 from judge_server.config import MeshShape
 from policy_worker.spec import ModelSpec
-from policy_worker.tokenizer import VOCAB_SIZE
 
 AXES = ("fsdp", "tp")
-_VOCAB = {"gemma3-tiny": VOCAB_SIZE}
 _DTYPE_BYTES = {"float32": 4, "bfloat16": 2}
 
 
@@ -31,33 +29,37 @@ def estimate_param_bytes(spec: ModelSpec) -> int:
   """Bytes of the model's parameters (weights only: no optimizer state,
   activations or KV cache).
 
-  Counts what tunix's Gemma-3 allocates: the embedding (vocab x embed_dim,
-  tied with the output layer), per layer q, k, v and o projections, the gate,
-  up and down MLP matrices, four embed_dim norms and two head_dim norms
-  (query and key), and the final norm.
+  Counts what tunix's Gemma-2 and Gemma-3 allocate: the embedding (vocab x
+  embed_dim, tied with the output layer), per layer q, k, v and o
+  projections, the gate, up and down MLP matrices, four embed_dim norms and,
+  in Gemma-3 only, two head_dim norms (query and key), and the final norm.
+  A checkpoint family's shapes come from its config.json.
   """
-  d, f, h = spec.embed_dim, spec.hidden_dim, spec.head_dim
-  attention = (2 * spec.num_heads + 2 * spec.num_kv_heads) * d * h
+  dims = spec.dims()
+  d, f, h = dims.embed_dim, dims.hidden_dim, dims.head_dim
+  attention = (2 * dims.num_heads + 2 * dims.num_kv_heads) * d * h
   mlp = 3 * d * f
-  norms = 4 * d + 2 * h
-  count = (_VOCAB[spec.family] * d + d
-           + spec.num_layers * (attention + mlp + norms))
+  norms = 4 * d + (0 if spec.family == "gemma2" else 2 * h)
+  count = (dims.vocab_size * d + d
+           + dims.num_layers * (attention + mlp + norms))
   return count * _DTYPE_BYTES[spec.dtype]
 
 
 def _sharded_dims(spec: ModelSpec) -> list[tuple[str, int, str]]:
   """(what, size, mesh axis) for every parameter dimension tunix shards.
 
-  Mirrors tunix's gemma3 ShardingConfig: device_put refuses a dimension that
-  the axis size does not divide. A single kv head is replicated, not split.
+  Mirrors tunix's ShardingConfig, the same for Gemma-2 and Gemma-3:
+  device_put refuses a dimension that the axis size does not divide. A
+  single kv head is replicated, not split.
   """
-  dims = [("vocabulary size (embedding rows)", _VOCAB[spec.family], "tp"),
-          ("num_heads", spec.num_heads, "tp"),
-          ("hidden_dim", spec.hidden_dim, "tp"),
-          ("embed_dim (norm scales)", spec.embed_dim, "tp"),
-          ("embed_dim", spec.embed_dim, "fsdp")]
-  if spec.num_kv_heads > 1:
-    dims.append(("num_kv_heads", spec.num_kv_heads, "tp"))
+  model = spec.dims()
+  dims = [("vocabulary size (embedding rows)", model.vocab_size, "tp"),
+          ("num_heads", model.num_heads, "tp"),
+          ("hidden_dim", model.hidden_dim, "tp"),
+          ("embed_dim (norm scales)", model.embed_dim, "tp"),
+          ("embed_dim", model.embed_dim, "fsdp")]
+  if model.num_kv_heads > 1:
+    dims.append(("num_kv_heads", model.num_kv_heads, "tp"))
   return dims
 
 

@@ -58,6 +58,7 @@ class RolloutGenerator:
           repeated, max_generation_steps=self.max_new_tokens,
           max_prompt_length=self.max_prompt_tokens, temperature=temperature,
           top_p=top_p, seed=seed, pad_output=True,
+          eos_tokens=self._tok.stop_ids(),
           forbidden_tokens=self._tok.special_ids())
     completions = np.full((len(repeated), self.max_new_tokens),
                           self._tok.pad_id(), np.int32)

@@ -5,8 +5,36 @@ remote backend must load its config on a machine without jax.
 """
 
 import dataclasses
+import json
+import os
+from pathlib import Path
+
+from policy_worker.tokenizer import VOCAB_SIZE
 
 DTYPES = ("float32", "bfloat16")
+FAMILIES = ("gemma3-tiny", "gemma3", "gemma2")
+
+
+def cache_dir() -> Path:
+  """$GRAR_CACHE, default ~/.cache/grar."""
+  return Path(os.environ.get("GRAR_CACHE") or "~/.cache/grar").expanduser()
+
+
+def prepared_dir(name: str) -> Path:
+  """Where `grar models prepare NAME` puts a model by default."""
+  return cache_dir() / "models" / name
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelDims:
+  """The parameter shapes that mesh planning needs."""
+  vocab_size: int
+  num_layers: int
+  embed_dim: int
+  hidden_dim: int
+  num_heads: int
+  head_dim: int
+  num_kv_heads: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -15,8 +43,13 @@ class ModelSpec:
 
   family "gemma3-tiny" is a randomly initialised Gemma-3 with the shape below
   and the byte tokenizer: real tunix code, small enough for CPU tests.
+  "gemma3" and "gemma2" load an HF-format checkpoint directory (`path`:
+  config.json, *.safetensors, tokenizer.json); their shape comes from its
+  config.json and the shape fields below are unused. "gemma3" without a path
+  is the shipped Gemma-3-270M as `grar models prepare gemma3-270m` leaves it.
   """
   family: str = "gemma3-tiny"
+  path: str = ""
   seed: int = 0
   num_layers: int = 2
   embed_dim: int = 64
@@ -31,9 +64,15 @@ class ModelSpec:
   dtype: str = "float32"
 
   def __post_init__(self):
-    if self.family != "gemma3-tiny":
+    if self.family not in FAMILIES:
       raise ValueError(f"family: unknown model family {self.family!r} "
-                       "(known: gemma3-tiny)")
+                       f"(known: {', '.join(FAMILIES)})")
+    if self.family == "gemma2" and not self.path:
+      raise ValueError("path: family gemma2 needs the HF-format checkpoint "
+                       "directory")
+    if self.family == "gemma3-tiny" and self.path:
+      raise ValueError("path: family gemma3-tiny is randomly initialised and "
+                       "reads no checkpoint; use family gemma3 or gemma2")
     if self.dtype not in DTYPES:
       raise ValueError(f"dtype: {self.dtype!r} is not one of {DTYPES}")
     for name in ("num_layers", "embed_dim", "hidden_dim", "num_heads",
@@ -44,6 +83,47 @@ class ModelSpec:
       raise ValueError("num_heads: must be a multiple of num_kv_heads")
 
   @property
+  def model_dir(self) -> Path | None:
+    """The checkpoint directory; None for the random tiny family."""
+    if self.family == "gemma3-tiny":
+      return None
+    if self.path:
+      return Path(self.path).expanduser()
+    return prepared_dir("gemma3-270m")
+
+  def hf_config(self) -> dict:
+    """The text model's config.json (a multimodal one's text_config)."""
+    file = self.model_dir / "config.json"
+    try:
+      config = json.loads(file.read_text())
+    except FileNotFoundError:
+      hint = (" (run `grar models prepare gemma3-270m`, or set model.path)"
+              if not self.path else "")
+      raise ValueError(f"path: no model at {self.model_dir}: {file.name} is "
+                       f"missing{hint}") from None
+    except (OSError, json.JSONDecodeError) as e:
+      raise ValueError(f"path: cannot read {file}: {e}") from None
+    return config.get("text_config", config)
+
+  def dims(self) -> ModelDims:
+    """The model's shapes: the fields above, or the checkpoint's config."""
+    if self.family == "gemma3-tiny":
+      return ModelDims(VOCAB_SIZE, self.num_layers, self.embed_dim,
+                       self.hidden_dim, self.num_heads, self.head_dim,
+                       self.num_kv_heads)
+    c = self.hf_config()
+    try:
+      return ModelDims(
+          c["vocab_size"], c["num_hidden_layers"], c["hidden_size"],
+          c["intermediate_size"], c["num_attention_heads"], c["head_dim"],
+          c["num_key_value_heads"])
+    except KeyError as e:
+      raise ValueError(
+          f"path: {self.model_dir}/config.json has no {e}") from None
+
+  @property
   def name(self) -> str:
+    if self.model_dir is not None:
+      return f"{self.family}-{self.model_dir.name}"
     return (f"{self.family}-L{self.num_layers}-D{self.embed_dim}"
             f"-seed{self.seed}")
