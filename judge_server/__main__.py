@@ -12,6 +12,7 @@ import sys
 
 from judge_server import config as config_lib
 from judge_server import server
+from judge_server.backends import openai_compat
 from judge_server.backends.base import Backend
 from judge_server.rubric import RubricError
 from judge_server.strict import ConfigError
@@ -31,12 +32,13 @@ def _jax_backend(cfg: config_lib.BackendConfig) -> Backend:
   mesh = jax.sharding.Mesh(
       np.array(devices[:cfg.mesh.size]).reshape(cfg.mesh.fsdp, cfg.mesh.tp),
       ("fsdp", "tp"))
-  return jax_local.build(cfg.model, mesh, jax_local.JaxBackendConfig(
-      max_batch=cfg.max_batch, max_prompt_tokens=cfg.max_prompt_tokens,
-      min_score_mass=cfg.min_score_mass))
+  print(f"grar-judge: jax backend on {cfg.mesh.size} of {len(devices)} "
+        f"{devices[0].platform} devices (fsdp={cfg.mesh.fsdp}, "
+        f"tp={cfg.mesh.tp})", file=sys.stderr, flush=True)
+  return jax_local.build(cfg, mesh)
 
 
-_BACKENDS = {"jax": _jax_backend}
+_BACKENDS = {"jax": _jax_backend, "openai": openai_compat.build}
 
 
 def build_backend(cfg: config_lib.BackendConfig) -> Backend:

@@ -37,11 +37,11 @@ class Job:
 @dataclasses.dataclass(frozen=True)
 class Outcome:
   """status "scored": reward in [0, 1] and, for explicit aggregation, one
-  (index, score, mass) per criterion. status "unscorable": reward 0 means
-  nothing and `reason` says why."""
+  (index, score, mass, method) per criterion (method as in Judgement).
+  status "unscorable": reward 0 means nothing and `reason` says why."""
   status: str
   reward: float
-  criteria: tuple[tuple[int, float, float], ...] = ()
+  criteria: tuple[tuple[int, float, float, str], ...] = ()
   reason: str = ""
 
 
@@ -65,4 +65,4 @@ async def score(job: Job, batcher: MicroBatcher) -> Outcome:
   return Outcome(
       "scored",
       aggregation.explicit(job.rubric, [j.score for j in judgements]),
-      tuple((i, j.score, j.mass) for i, j in enumerate(judgements)))
+      tuple((i, j.score, j.mass, j.method) for i, j in enumerate(judgements)))

@@ -122,8 +122,9 @@ class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
     return judge_pb2.ScoreResult(
         rollout_id=job.rollout_id, status=_STATUS[outcome.status],
         reward=outcome.reward, reason=outcome.reason,
-        criteria=[judge_pb2.CriterionScore(index=i, score=s, score_mass=m)
-                  for i, s, m in outcome.criteria],
+        criteria=[judge_pb2.CriterionScore(index=i, score=s, score_mass=m,
+                                           method=method)
+                  for i, s, m, method in outcome.criteria],
         latency_ms=(time.perf_counter() - received) * 1000)
 
   async def ScoreBatch(self, request: judge_pb2.ScoreBatchRequest,

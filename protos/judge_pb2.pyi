@@ -84,14 +84,16 @@ class ScoreRequest(_message.Message):
     def __init__(self, rollout_id: _Optional[str] = ..., prompt: _Optional[str] = ..., completion: _Optional[str] = ..., reference_answer: _Optional[str] = ..., rubric: _Optional[_Union[Rubric, _Mapping]] = ..., rubric_id: _Optional[str] = ..., aggregation: _Optional[_Union[Aggregation, str]] = ...) -> None: ...
 
 class CriterionScore(_message.Message):
-    __slots__ = ("index", "score", "score_mass")
+    __slots__ = ("index", "score", "score_mass", "method")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     SCORE_MASS_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
     index: int
     score: float
     score_mass: float
-    def __init__(self, index: _Optional[int] = ..., score: _Optional[float] = ..., score_mass: _Optional[float] = ...) -> None: ...
+    method: str
+    def __init__(self, index: _Optional[int] = ..., score: _Optional[float] = ..., score_mass: _Optional[float] = ..., method: _Optional[str] = ...) -> None: ...
 
 class ScoreResult(_message.Message):
     __slots__ = ("rollout_id", "status", "reward", "criteria", "reason", "latency_ms")

@@ -1,9 +1,38 @@
 """Every test process sees 8 virtual CPU devices: 4 policy + 4 judge, as in
-the demo. Set before anything imports jax."""
+the demo. Set before anything imports jax (nothing imported here does);
+subprocesses inherit it. Also the fixtures that cost minutes and are shared
+by several modules: the prepared Gemma-3-270M and a vLLM server of it."""
 
 import os
+import pathlib
+
+import pytest
+
+from policy_worker import prepare
+import vllm_server
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                              + " --xla_force_host_platform_device_count=8")
+# The many trainer and judge subprocesses compile the same programs; the
+# persistent cache lets each compile once per test run.
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR",
+    str(pathlib.Path(__file__).resolve().parent.parent / ".jax-cache"))
+
+
+@pytest.fixture(scope="session")
+def gemma3_270m_dir(tmp_path_factory) -> pathlib.Path:
+  """The shipped Gemma-3-270M, prepared once per test run."""
+  return prepare.prepare_gemma3_270m(
+      tmp_path_factory.mktemp("models") / "gemma3-270m")
+
+
+@pytest.fixture(scope="session")
+def vllm(gemma3_270m_dir, tmp_path_factory) -> vllm_server.Server:
+  """One vLLM server serving it for the whole run: it takes over a minute
+  to start on 2 cores."""
+  with vllm_server.serving(gemma3_270m_dir,
+                           tmp_path_factory.mktemp("vllm") / "vllm.log") as s:
+    yield s

@@ -12,10 +12,14 @@ class Judgement:
   mass: probability the judge put on valid score tokens (1.0 when the score
     was parsed from text).
   reason: why score is None.
+  method: how the score was read: "probabilities" (the expectation over the
+    judge's score-token probabilities) or "parsed" (the number it wrote, where
+    the backend gives no probabilities).
   """
   score: float | None
   mass: float
   reason: str = ""
+  method: str = "probabilities"
 
 
 class Backend(abc.ABC):

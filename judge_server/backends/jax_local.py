@@ -18,6 +18,7 @@ import numpy as np
 
 from judge_server import aggregation
 from judge_server.backends.base import Backend, Judgement
+from judge_server.config import BackendConfig
 from judge_server.prompts import SCORE_TOKENS
 
 
@@ -114,9 +115,12 @@ class JaxBackend(Backend):
     return await asyncio.to_thread(self._judge_sync, prompts)
 
 
-def build(model_spec, judge_mesh: jax.sharding.Mesh,
-          config: JaxBackendConfig) -> JaxBackend:
-  """A JaxBackend over a model built from `model_spec` on `judge_mesh`."""
+def build(backend: BackendConfig, judge_mesh: jax.sharding.Mesh) -> JaxBackend:
+  """A JaxBackend over the configured model, built on `judge_mesh`."""
   from policy_worker import models  # the one jax model loader of the project
-  model, tokenizer = models.build_model(model_spec, judge_mesh)
-  return JaxBackend(model, tokenizer, judge_mesh, model_spec.name, config)
+  model, tokenizer = models.build_model(backend.model, judge_mesh)
+  return JaxBackend(model, tokenizer, judge_mesh, backend.model.name,
+                    JaxBackendConfig(
+                        max_batch=backend.max_batch,
+                        max_prompt_tokens=backend.max_prompt_tokens,
+                        min_score_mass=backend.min_score_mass))
