@@ -125,7 +125,3 @@ def load(cls: type, path: str | pathlib.Path | None,
   for assignment in overrides:
     set_path(data, assignment)
   return from_dict(cls, data)
-
-
-def to_dict(obj: Any) -> Any:
-  return dataclasses.asdict(obj)

@@ -60,17 +60,49 @@ class GRPOConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class RewardsConfig:
+  """weights: components of the composite reward and their weights ("judge"
+  is the rubric reward); a component with weight 0 is still computed and
+  logged. mode: weighted_sum adds the raw components; group_normalized
+  standardises each component within its prompt's group first (GDPO), so a
+  component with a small spread is not drowned by one with a large spread."""
+  weights: dict[str, float] = dataclasses.field(
+      default_factory=lambda: {"format": 0.2, "answer": 0.5, "judge": 0.3})
+  mode: Literal["weighted_sum", "group_normalized"] = "weighted_sum"
+
+  def __post_init__(self):
+    known = {"format", "answer", "judge"}
+    for name, weight in self.weights.items():
+      if name not in known:
+        raise ValueError(f"weights.{name}: unknown reward component "
+                         f"(known: {', '.join(sorted(known))})")
+      if weight < 0:
+        raise ValueError(f"weights.{name}: must be >= 0")
+    if not any(self.weights.values()):
+      raise ValueError("weights: at least one weight must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
 class JudgeRunConfig:
-  """in-process: the judge backend runs on the judge mesh of this process
-  behind a loopback gRPC server; remote: a judge server at `target`."""
-  placement: Literal["in-process", "remote"] = "in-process"
+  """Where the judge runs. in-process: on the judge mesh of the trainer's
+  process, behind a loopback gRPC server; subprocess: a judge server process
+  on this host with the judge's devices (mesh.judge) to itself; remote: a
+  judge server at `target`. The trainer reaches all three over gRPC."""
+  placement: Literal["in-process", "subprocess", "remote"] = "in-process"
   target: str = ""
   timeout_s: float = 300.0
+  startup_timeout_s: float = 300.0  # for a judge process to listen
   aggregation: Literal["explicit", "implicit"] = "explicit"
+  # The run stops when more than this fraction of a step's rollouts is
+  # unscorable for `unscorable_patience` steps in a row.
+  max_unscorable_rate: float = 0.5
+  unscorable_patience: int = 3
   server: JudgeConfig = JudgeConfig()
 
   def __post_init__(self):
-    _positive(self, "timeout_s")
+    _positive(self, "timeout_s", "startup_timeout_s", "unscorable_patience")
+    if not 0 <= self.max_unscorable_rate <= 1:
+      raise ValueError("max_unscorable_rate: must be in [0, 1]")
     if self.placement == "remote" and not self.target:
       raise ValueError("target: required when placement is 'remote' "
                        "(HOST:PORT of a running judge server)")
@@ -82,11 +114,17 @@ class TrainConfig:
   batch_size: int = 2  # prompts per step; each gets num_generations rollouts
   seed: int = 0
   checkpoint_every: int = 0  # 0: only after the last step
+  # How many policy versions a batch may lag behind when it is trained on:
+  # 0 generates, judges and trains each batch in turn; 1 generates the next
+  # batch while the judge scores this one.
+  staleness: int = 1
 
   def __post_init__(self):
     _positive(self, "steps", "batch_size")
     if self.checkpoint_every < 0:
       raise ValueError("checkpoint_every: must be >= 0")
+    if self.staleness < 0:
+      raise ValueError("staleness: must be >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,25 +134,13 @@ class RunConfig:
   data: DataConfig = DataConfig()
   rollout: RolloutConfig = RolloutConfig()
   grpo: GRPOConfig = GRPOConfig()
-  # Components and their weights in the composite reward; a component with
-  # weight 0 is still computed and logged. "judge" is the rubric reward.
-  rewards: dict[str, float] = dataclasses.field(
-      default_factory=lambda: {"format": 0.2, "answer": 0.5, "judge": 0.3})
+  rewards: RewardsConfig = RewardsConfig()
   judge: JudgeRunConfig = JudgeRunConfig()
   train: TrainConfig = TrainConfig()
   output_dir: str = "runs"
   run_name: str = ""  # default: a timestamp
 
   def __post_init__(self):
-    known = {"format", "answer", "judge"}
-    for name, weight in self.rewards.items():
-      if name not in known:
-        raise ValueError(f"rewards.{name}: unknown reward component "
-                         f"(known: {', '.join(sorted(known))})")
-      if weight < 0:
-        raise ValueError(f"rewards.{name}: weight must be >= 0")
-    if not any(self.rewards.values()):
-      raise ValueError("rewards: at least one weight must be > 0")
     batch = self.train.batch_size * self.rollout.num_generations
     if batch % self.mesh.policy.fsdp:
       raise ValueError(

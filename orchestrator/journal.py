@@ -20,6 +20,10 @@ class Journal:
     self._file.write(b"".join(self._packer.pack(r) for r in records))
     self._file.flush()
 
+  def tell(self) -> int:
+    """Bytes written so far: where a resumed run cuts the journal."""
+    return self._file.tell()
+
   def close(self) -> None:
     self._file.close()
 

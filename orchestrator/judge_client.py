@@ -82,6 +82,15 @@ def request_from_row(row: Mapping[str, Any],
   return request
 
 
+# Codes after which the same requests may succeed on a new stream.
+_TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+              grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED,
+              grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN,
+              grpc.StatusCode.ABORTED)
+_FIRST_BACKOFF_S = 0.2
+_MAX_BACKOFF_S = 5.0
+
+
 def _unavailable(rollout_id: str, why: str) -> judge_pb2.ScoreResult:
   return judge_pb2.ScoreResult(rollout_id=rollout_id,
                                status=judge_pb2.UNSCORABLE,
@@ -99,24 +108,42 @@ class JudgeClient:
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
     self._stub = judge_pb2_grpc.JudgeServiceStub(self._channel)
     self._health = health_pb2_grpc.HealthStub(self._channel)
+    self.retries = 0  # streams re-opened to re-send unanswered rollouts
 
   def score(self, requests: list[judge_pb2.ScoreRequest]
             ) -> dict[str, judge_pb2.ScoreResult]:
-    """One result per request, by rollout_id, within timeout_s in all."""
+    """One result per request, by rollout_id, within timeout_s in all.
+
+    If the stream breaks (the judge restarted, the network blinked), the
+    rollouts still without a result are sent again on a new stream, with
+    backoff, until the deadline; results are idempotent by rollout_id.
+    """
     ids = [r.rollout_id for r in requests]
     if len(set(ids)) != len(ids):
       raise ValueError("rollout ids must be unique within one score() call")
+    deadline = time.monotonic() + self._timeout_s
     results: dict[str, judge_pb2.ScoreResult] = {}
     why = "the stream ended without this result"
-    try:
-      for result in self._stub.Score(iter(requests), timeout=self._timeout_s):
-        results[result.rollout_id] = result
-    except grpc.RpcError as e:
-      if e.code() == grpc.StatusCode.INVALID_ARGUMENT:
-        raise JudgeRequestError(
-            f"judge at {self.target} refused a request: {e.details()}"
-        ) from None
-      why = f"{e.code().name}: {e.details()}"
+    backoff = _FIRST_BACKOFF_S
+    while True:
+      missing = [r for r in requests if r.rollout_id not in results]
+      left = deadline - time.monotonic()
+      if not missing or left <= 0:
+        break
+      try:
+        for result in self._stub.Score(iter(missing), timeout=left):
+          results[result.rollout_id] = result
+      except grpc.RpcError as e:
+        if e.code() == grpc.StatusCode.INVALID_ARGUMENT:
+          raise JudgeRequestError(
+              f"judge at {self.target} refused a request: {e.details()}"
+          ) from None
+        why = f"{e.code().name}: {e.details()}"
+        if e.code() not in _TRANSIENT:
+          break
+      self.retries += bool(len(results) < len(ids))
+      time.sleep(min(backoff, max(deadline - time.monotonic(), 0)))
+      backoff = min(backoff * 2, _MAX_BACKOFF_S)
     return {i: results[i] if i in results else _unavailable(i, why)
             for i in ids}
 

@@ -1,17 +1,26 @@
-"""Per-step metrics: one CSV row per step, and a progress line."""
+"""Per-step metrics: metrics.csv, TensorBoard, and a progress line with ETA."""
 
 import csv
 import pathlib
 import sys
 import time
 
+from tensorboardX import SummaryWriter
+
 
 class MetricsWriter:
-  """Appends rows to metrics.csv; the first row fixes the columns."""
+  """Appends one row per step; the first row of a new file fixes the columns,
+  a resumed run keeps the columns the file already has."""
 
-  def __init__(self, path: pathlib.Path, total_steps: int, out=sys.stderr):
-    self._path = path
+  def __init__(self, run_dir: pathlib.Path, csv_name: str, first_step: int,
+               total_steps: int, out=sys.stderr):
+    self._path = run_dir / csv_name
     self._columns: list[str] | None = None
+    if self._path.exists() and self._path.stat().st_size:
+      with open(self._path, newline="") as f:
+        self._columns = next(csv.reader(f))
+    self._tb = SummaryWriter(str(run_dir / "tensorboard"))
+    self._first = first_step
     self._total = total_steps
     self._out = out
     self._start = time.monotonic()
@@ -23,16 +32,27 @@ class MetricsWriter:
         csv.writer(f).writerow(self._columns)
     with open(self._path, "a", newline="") as f:
       csv.writer(f).writerow([_fmt(row.get(c, "")) for c in self._columns])
-    self._progress(row)
-
-  def _progress(self, row) -> None:
     step = int(row["step"])
+    for key, value in row.items():
+      if key != "step":
+        self._tb.add_scalar(key, value, step)
+    self._tb.flush()
+    self._progress(step, row)
+
+  def close(self) -> None:
+    self._tb.close()
+
+  def _progress(self, step: int, row) -> None:
+    done = step - self._first + 1
     elapsed = time.monotonic() - self._start
-    eta = elapsed / step * (self._total - step)
-    print(f"step {step}/{self._total}  reward {row['reward_mean']:.3f}  "
-          f"judge {row['judge_mean']:.3f}  loss {row['loss']:.4f}  "
-          f"kl {row['kl']:.4f}  {row['time_step']:.1f}s/step  "
-          f"eta {eta:.0f}s", file=self._out, flush=True)
+    eta = elapsed / done * (self._total - step)
+    width = 20
+    filled = int(width * step / self._total)
+    bar = "#" * filled + "." * (width - filled)
+    print(f"[{bar}] step {step}/{self._total}  reward {row['reward_mean']:.3f}"
+          f"  judge {row['judge_mean']:.3f}  loss {row['loss']:.4f}  "
+          f"kl {row['kl']:.4f}  {row['time_step']:.1f}s/step  eta {eta:.0f}s",
+          file=self._out, flush=True)
 
 
 def read(path: pathlib.Path) -> list[dict[str, float]]:

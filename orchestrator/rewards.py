@@ -15,6 +15,7 @@ import unicodedata
 import numpy as np
 
 from orchestrator.dataset import Example
+from policy_worker.advantages import group_advantages
 from orchestrator.templates import (ANSWER_END, ANSWER_START, REASONING_END,
                                     REASONING_START)
 
@@ -158,6 +159,17 @@ def composite(components: Mapping[str, np.ndarray],
       or any(len(shape) != 1 for shape in shapes.values())):
     raise ValueError(f"components: need [N] arrays of one N, got {shapes}")
   return sum(weights[name] * r for name, r in used.items())
+
+
+def group_normalized(components: Mapping[str, np.ndarray],
+                     num_generations: int) -> dict[str, np.ndarray]:
+  """Each component standardised within each prompt's group (GDPO style),
+  NaN kept where the value was NaN or the group had too few valid members."""
+  out = {}
+  for name, values in components.items():
+    z, valid = group_advantages(values, num_generations)
+    out[name] = np.where(valid, z, np.nan)
+  return out
 
 
 def _format(completion: str, example: Example) -> float:

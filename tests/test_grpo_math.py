@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from policy_worker.grpo import group_advantages
+from policy_worker.advantages import group_advantages
 
 
 def test_advantages_are_standardised_within_each_group():

@@ -4,9 +4,7 @@ random Gemma-3 on a 4-device CPU judge mesh (fsdp=1, tp=4), batches of 2."""
 import io
 import json
 import os
-import selectors
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,44 +19,21 @@ from judge_server.server import SERVICE_NAME
 from orchestrator import judge_cli
 from orchestrator.judge_client import JudgeClient, JudgeRequestError
 from protos import judge_pb2, judge_pb2_grpc
+import processes
 
-STARTUP_TIMEOUT_S = 120
 PACKS = "general-reasoning, math-solution, science-explanation"
-
-
-def _judge_process(config: dict, tmp_path, env=None) -> subprocess.Popen:
-  path = tmp_path / "judge.yaml"
-  path.write_text(yaml.safe_dump(config))
-  return subprocess.Popen(
-      [sys.executable, "-m", "judge_server", "--config", str(path)],
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-      env=dict(os.environ, **(env or {})))
-
-
-def _first_line(proc: subprocess.Popen, timeout_s: float) -> str:
-  with selectors.DefaultSelector() as sel:
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    if not sel.select(timeout_s):
-      proc.kill()
-      pytest.fail(f"judge printed nothing in {timeout_s}s: "
-                  f"{proc.communicate()[1][-2000:]}")
-  return proc.stdout.readline()
 
 
 @pytest.fixture(scope="module")
 def judge(tmp_path_factory):
   """(process, target) of one judge server shared by the module."""
-  proc = _judge_process(
+  proc = processes.start_judge(
       {"backend": {"max_batch": 2, "mesh": {"fsdp": 1, "tp": 4}}},
       tmp_path_factory.mktemp("judge"),
       env={"JAX_PLATFORMS": "cpu",
            "XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
-  line = _first_line(proc, STARTUP_TIMEOUT_S)
-  assert line.startswith("grar-judge listening on "), line
-  yield proc, line.split()[-1]
-  if proc.poll() is None:
-    proc.kill()
-  proc.communicate()
+  yield proc, processes.judge_address(proc)
+  processes.stop(proc)
 
 
 @pytest.fixture(scope="module")
@@ -93,12 +68,6 @@ def assert_scored(result: judge_pb2.ScoreResult, num_criteria: int) -> None:
   for c in result.criteria:
     assert 0.0 <= c.score <= 1.0 and 0.0 < c.score_mass <= 1.0
   assert result.latency_ms > 0
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 def test_health_is_serving(judge):
@@ -228,7 +197,7 @@ def test_client_scores_and_reports_bad_requests(judge):
 
 
 def test_client_with_no_judge_gets_unscorable_not_zero():
-  with JudgeClient(f"127.0.0.1:{_free_port()}", timeout_s=5) as client:
+  with JudgeClient(f"127.0.0.1:{processes.free_port()}", timeout_s=5) as client:
     results = client.score([req("x"), req("y")])
     assert set(results) == {"x", "y"}
     for r in results.values():
@@ -284,14 +253,14 @@ def test_score_file_bad_row_sends_nothing(tmp_path, capsys, rows, problem):
   out = io.StringIO()
   # Nothing listens there: had anything been sent, rollouts would come back
   # unscorable with exit code 0.
-  assert judge_cli.score_file(f"127.0.0.1:{_free_port()}", str(path), out) == 2
+  assert judge_cli.score_file(f"127.0.0.1:{processes.free_port()}", str(path), out) == 2
   assert out.getvalue() == ""
   err = capsys.readouterr().err.splitlines()
   assert len(err) == 1 and problem in err[0], err
 
 
 def test_unknown_config_key_exits_2_naming_it(tmp_path):
-  proc = _judge_process({"backend": {"max_batch": 2, "bogus": 1}}, tmp_path)
+  proc = processes.start_judge({"backend": {"max_batch": 2, "bogus": 1}}, tmp_path)
   out, err = proc.communicate(timeout=60)
   assert proc.returncode == 2
   assert out == ""

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 from policy_worker import grpo, models, rollout
+from policy_worker.advantages import group_advantages
 from policy_worker.spec import ModelSpec
 
 STEPS = 20
@@ -37,8 +38,8 @@ def test_mean_reward_rises_on_a_verifiable_task():
     rolls = generator.generate(["Count: ", "Number: "], G, temperature=1.0,
                                top_p=1.0, seed=step)
     rewards = np.array([digit_fraction(t) for t in rolls.texts])
-    advantages, valid = grpo.group_advantages(rewards, G)
-    updater.step(rolls, advantages, valid, None)
+    advantages, valid = group_advantages(rewards, G)
+    updater.step(rolls, advantages, valid, None, None)
     generator.sync(policy)
     curve.append(float(rewards.mean()))
   print("learning curve:", " ".join(f"{r:.2f}" for r in curve))

@@ -7,6 +7,7 @@ from judge_server.rubric import load_packs
 from orchestrator import templates
 from orchestrator.dataset import load_jsonl
 from orchestrator.rewards import (RULE_REWARDS, composite, exact_answer_reward,
+                                  group_normalized,
                                   extract_answer, format_reward)
 
 SAMPLE = (pathlib.Path(__file__).resolve().parents[1] / "data"
@@ -139,3 +140,19 @@ def test_composite_keeps_nan():
 def test_composite_refuses(components, weights, message):
   with pytest.raises(ValueError, match=message):
     composite(components, weights)
+
+
+def test_group_normalized_standardises_each_component_in_its_group():
+  comps = {"answer": np.array([1.0, 0.0, 1.0, 0.0]),
+           "judge": np.array([0.50, 0.52, np.nan, 0.54])}
+  z = group_normalized(comps, 4)
+  # answer: mean 0.5, std 0.5 -> +-1; judge: scored three, mean 0.52.
+  np.testing.assert_allclose(z["answer"], [1, -1, 1, -1], atol=1e-4)
+  std = np.std([0.50, 0.52, 0.54])
+  np.testing.assert_allclose(z["judge"][[0, 1, 3]],
+                             [-0.02 / std, 0.0, 0.02 / std], atol=1e-3)
+  assert np.isnan(z["judge"][2])  # unscorable stays unscorable
+  # Weighted after normalising: the judge's tiny spread now counts as much
+  # as the answer's large one.
+  total = composite(z, {"answer": 1.0, "judge": 1.0})
+  assert np.isnan(total[2]) and abs(total[3]) > 0.2

@@ -1,0 +1,108 @@
+"""`grar inspect RUN_DIR`: what a run did, from its metrics and journal.
+
+Prints a per-step summary and the best and worst rollouts with their
+per-criterion judge scores, and writes PNG plots into RUN_DIR/plots.
+"""
+
+import pathlib
+from typing import TextIO
+
+import matplotlib
+matplotlib.use("Agg")  # files only; no display on a TPU VM or in CI
+import matplotlib.pyplot as plt
+import numpy as np
+
+from orchestrator import journal as journal_lib
+from orchestrator import metrics as metrics_lib
+from orchestrator import run_dir as run_dir_lib
+
+COMPONENTS = ("reward", "format", "answer", "judge")
+TIME_SPLIT = ("time_generate", "time_judge_wait", "time_train")
+
+
+class InspectError(ValueError):
+  pass
+
+
+def _table(rows) -> str:
+  cols = ["step", *(f"{c}_mean" for c in COMPONENTS), "unscorable_rate",
+          "loss", "kl", "staleness", "judge_latency_p50_ms", "time_step"]
+  lines = ["  ".join(f"{c[:14]:>14}" for c in cols)]
+  for r in rows:
+    lines.append("  ".join(f"{r.get(c, float('nan')):>14.4g}" for c in cols))
+  return "\n".join(lines)
+
+
+def _sample(record) -> str:
+  criteria = " ".join(f"c{i}={s:.2f}" for i, s in record["judge_criteria"])
+  rewards = " ".join(f"{k}={v:.3f}" for k, v in record["rewards"].items())
+  return (f"  step {record['step']} {record['rollout_id']}  reward "
+          f"{record['reward']:.3f} ({rewards})  {record['judge_status']}"
+          f"{'  ' + criteria if criteria else ''}\n"
+          f"    prompt: {record['prompt'][:100]!r}\n"
+          f"    completion: {record['completion'][:200]!r}")
+
+
+def _plots(rows, records, out: pathlib.Path) -> list[pathlib.Path]:
+  out.mkdir(exist_ok=True)
+  steps = [r["step"] for r in rows]
+  paths = []
+
+  fig, ax = plt.subplots(figsize=(7, 4))
+  for c in COMPONENTS:
+    ax.plot(steps, [r[f"{c}_mean"] for r in rows], marker="o", label=c)
+  ax.set(xlabel="step", ylabel="mean reward", title="Reward components")
+  ax.legend()
+  paths.append(out / "rewards.png")
+
+  latencies = [r["judge_latency_ms"] for r in records
+               if r["judge_status"] == "SCORED"]
+  fig2, ax2 = plt.subplots(figsize=(7, 4))
+  ax2.hist(latencies, bins=30)
+  ax2.set(xlabel="judge latency (ms)", ylabel="rollouts",
+          title="Judge latency")
+  paths.append(out / "judge_latency.png")
+
+  fig3, ax3 = plt.subplots(figsize=(7, 4))
+  bottom = np.zeros(len(rows))
+  for key in TIME_SPLIT:
+    values = np.array([r[key] for r in rows])
+    ax3.bar(steps, values, bottom=bottom, label=key.removeprefix("time_"))
+    bottom += values
+  ax3.set(xlabel="step", ylabel="seconds", title="Time per step")
+  ax3.legend()
+  paths.append(out / "time_split.png")
+
+  for figure, path in zip((fig, fig2, fig3), paths):
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+  return paths
+
+
+def inspect(run_dir: pathlib.Path, out: TextIO, samples: int = 3) -> int:
+  run_dir = pathlib.Path(run_dir)
+  metrics_path = run_dir / run_dir_lib.METRICS
+  if not metrics_path.exists():
+    raise InspectError(f"{run_dir}: no {run_dir_lib.METRICS}; not a run "
+                       "directory, or no step has finished")
+  rows = metrics_lib.read(metrics_path)
+  records = list(journal_lib.read(run_dir / run_dir_lib.JOURNAL))
+  if not rows or not records:
+    raise InspectError(f"{run_dir}: no step has finished yet")
+  print(f"run {run_dir}: {len(rows)} steps, {len(records)} rollouts, "
+        f"{sum(r['judge_status'] != 'SCORED' for r in records)} unscorable",
+        file=out)
+  print(_table(rows), file=out)
+  ranked = sorted((r for r in records if np.isfinite(r["reward"])),
+                  key=lambda r: r["reward"])
+  print(f"\nbest {samples}:", file=out)
+  for r in reversed(ranked[-samples:]):
+    print(_sample(r), file=out)
+  print(f"\nworst {samples}:", file=out)
+  for r in ranked[:samples]:
+    print(_sample(r), file=out)
+  print("\nplots:", file=out)
+  for path in _plots(rows, records, run_dir / "plots"):
+    print(f"  {path}", file=out)
+  return 0

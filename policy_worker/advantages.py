@@ -1,0 +1,26 @@
+"""Group-relative advantages: pure numpy, no jax, so the reward code can use
+the same standardisation."""
+
+import numpy as np
+
+
+def group_advantages(rewards: np.ndarray, num_generations: int,
+                     eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+  """GRPO advantages, (r - mean) / (std + eps) within each prompt's group.
+
+  rewards: [N] with N = groups x G; NaN marks a rollout that could not be
+  rewarded (e.g. the judge could not score it). NaNs are left out of their
+  group's mean and std rather than counted as 0, and a group with fewer than
+  two valid members teaches nothing and is dropped.
+
+  Returns (advantages [N] with 0 where masked, valid [N] bool).
+  """
+  r = np.asarray(rewards, np.float64).reshape(-1, num_generations)
+  valid = ~np.isnan(r)
+  valid &= valid.sum(axis=1, keepdims=True) >= 2
+  count = np.maximum(valid.sum(axis=1, keepdims=True), 1)
+  filled = np.where(valid, r, 0.0)
+  mean = filled.sum(axis=1, keepdims=True) / count
+  var = (np.where(valid, r - mean, 0.0) ** 2).sum(axis=1, keepdims=True) / count
+  adv = np.where(valid, (r - mean) / (np.sqrt(var) + eps), 0.0)
+  return adv.reshape(-1).astype(np.float32), valid.reshape(-1)
