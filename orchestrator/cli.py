@@ -11,26 +11,54 @@ import sys
 from judge_server.strict import ConfigError
 
 
-def _virtual_cpu_devices(count: int) -> None:
-  """Lets a CPU-only machine run a multi-device mesh plan.
+def _claim_devices(cfg) -> None:
+  """Shows this process only the devices its plan uses, before jax loads.
 
-  The flag only shapes the host (CPU) platform, so it is harmless on a TPU
-  or GPU host, and it must be set before jax is imported.
+  In-process, the trainer holds both meshes: on a CPU host that needs enough
+  virtual devices (the flag only shapes the CPU platform, harmless
+  elsewhere). With the judge in its own process, the trainer must leave the
+  judge's devices alone: it claims the first mesh.policy.size of them.
   """
+  from orchestrator import devices
+  if cfg.judge.placement == "subprocess":
+    os.environ.update(devices.process_env(
+        devices.detect_platform(), 0, cfg.mesh.policy.size,
+        devices.TRAINER_TPU_PORT))
+    return
+  needed = cfg.mesh.policy.size + (
+      cfg.mesh.judge.size if cfg.judge.placement == "in-process" else 0)
   flags = os.environ.get("XLA_FLAGS", "")
   if "xla_force_host_platform_device_count" not in flags:
     os.environ["XLA_FLAGS"] = (
-        f"{flags} --xla_force_host_platform_device_count={count}".strip())
+        f"{flags} --xla_force_host_platform_device_count={needed}".strip())
 
 
 def _train(args) -> int:
+  import pathlib
   from orchestrator import config as config_lib
-  cfg = config_lib.load(args.config, args.set)
-  needed = cfg.mesh.policy.size + (
-      cfg.mesh.judge.size if cfg.judge.placement == "in-process" else 0)
-  _virtual_cpu_devices(needed)
-  from orchestrator import trainer
-  result = trainer.train(cfg)
+  from orchestrator import run_dir
+  if args.resume:
+    if args.config:
+      raise ValueError("--resume takes the run's own config.yaml; use --set "
+                       "to change fields, not --config")
+    config_path = pathlib.Path(args.resume) / run_dir.CONFIG
+    if not config_path.exists():
+      raise ValueError(f"--resume {args.resume}: not a run directory (no "
+                       f"{run_dir.CONFIG})")
+  else:
+    config_path = args.config
+  cfg = config_lib.load(config_path, args.set)
+  _claim_devices(cfg)
+  from orchestrator import judge_process, trainer
+  try:
+    if args.resume:
+      result = trainer.resume(pathlib.Path(args.resume), cfg)
+    else:
+      result = trainer.train(cfg)
+  except (trainer.TrainError, run_dir.RunDirError,
+          judge_process.JudgeProcessError) as e:
+    print(f"grar: error: {e}", file=sys.stderr)
+    return 1
   print(f"\nrun directory: {result.run_dir}")
   print(reward_table(result.rows))
   return 0
@@ -61,6 +89,21 @@ def _judge_score(args) -> int:
   return judge_cli.score_file(args.target, args.input)
 
 
+def _inspect(args) -> int:
+  from orchestrator import inspect_run
+  return inspect_run.inspect(args.run_dir, sys.stdout, args.samples)
+
+
+def _models_prepare(args) -> int:
+  from policy_worker import prepare
+  try:
+    print(prepare.prepare_gemma3_270m(args.out))
+  except prepare.PrepareError as e:
+    print(f"grar: error: {e}", file=sys.stderr)
+    return 1
+  return 0
+
+
 def parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="grar", description=__doc__.splitlines()[0])
   sub = p.add_subparsers(dest="command", required=True)
@@ -72,7 +115,15 @@ def parser() -> argparse.ArgumentParser:
 
   t = sub.add_parser("train", help="GRPO training with the rubric judge")
   with_config(t, required=False)
+  t.add_argument("--resume", metavar="RUN_DIR",
+                 help="continue a run from its last complete step")
   t.set_defaults(func=_train)
+
+  ins = sub.add_parser("inspect", help="summarise a run directory and plot it")
+  ins.add_argument("run_dir", metavar="RUN_DIR")
+  ins.add_argument("--samples", type=int, default=3,
+                   help="best and worst rollouts to show")
+  ins.set_defaults(func=_inspect)
 
   judge = sub.add_parser("judge", help="the judge service").add_subparsers(
       dest="judge_command", required=True)
@@ -83,6 +134,16 @@ def parser() -> argparse.ArgumentParser:
   score.add_argument("--target", required=True, help="HOST:PORT")
   score.add_argument("--input", required=True, help="rollouts JSONL")
   score.set_defaults(func=_judge_score)
+
+  models = sub.add_parser("models", help="model checkpoints").add_subparsers(
+      dest="models_command", required=True)
+  prep = models.add_parser(
+      "prepare", help="turn a shipped model into an HF-format directory "
+      "(prints it)")
+  prep.add_argument("name", choices=["gemma3-270m"])
+  prep.add_argument("--out", metavar="DIR", help="default: "
+                    "$GRAR_CACHE/models/NAME, GRAR_CACHE=~/.cache/grar")
+  prep.set_defaults(func=_models_prepare)
   return p
 
 
