@@ -141,7 +141,9 @@ class JudgeClient:
         why = f"{e.code().name}: {e.details()}"
         if e.code() not in _TRANSIENT:
           break
-      self.retries += bool(len(results) < len(ids))
+      if len(results) == len(ids):
+        break
+      self.retries += 1
       time.sleep(min(backoff, max(deadline - time.monotonic(), 0)))
       backoff = min(backoff * 2, _MAX_BACKOFF_S)
     return {i: results[i] if i in results else _unavailable(i, why)
