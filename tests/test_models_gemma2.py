@@ -18,6 +18,7 @@ from judge_server.config import MeshShape
 from orchestrator import mesh as mesh_lib
 from policy_worker import models
 from policy_worker.spec import ModelSpec
+from test_last_logits import assert_matches_full_forward
 
 # num_heads * head_dim != hidden_size, so a transposed projection cannot
 # load; an odd layer count and a short window exercise the local/global
@@ -162,6 +163,15 @@ def test_loads_sharded_and_matches_transformers_forward(checkpoint):
   np.testing.assert_allclose(_forward(model, mesh, ids),
                              _reference_logits(weights, ids),
                              rtol=1e-4, atol=1e-4)
+
+
+def test_last_logits_keep_the_logit_cap(checkpoint):
+  directory, _ = checkpoint
+  mesh = _mesh(2)
+  model, tok = models.build_model(
+      ModelSpec(family="gemma2", path=str(directory)), mesh)
+  rows = [[tok.bos_id()] + tok.encode(t) for t in ("capped", "logits here")]
+  assert_matches_full_forward(model, mesh, rows, tok.pad_id())
 
 
 def test_generates_and_takes_lora(checkpoint):
