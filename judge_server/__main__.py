@@ -11,8 +11,10 @@ import signal
 import sys
 
 from judge_server import config as config_lib
+from judge_server import http_face
+from judge_server import observability
 from judge_server import server
-from judge_server.backends import openai_compat
+from judge_server.backends import gemini, openai_compat
 from judge_server.backends.base import Backend
 from judge_server.rubric import RubricError
 from judge_server.strict import ConfigError
@@ -32,13 +34,14 @@ def _jax_backend(cfg: config_lib.BackendConfig) -> Backend:
   mesh = jax.sharding.Mesh(
       np.array(devices[:cfg.mesh.size]).reshape(cfg.mesh.fsdp, cfg.mesh.tp),
       ("fsdp", "tp"))
-  print(f"grar-judge: jax backend on {cfg.mesh.size} of {len(devices)} "
-        f"{devices[0].platform} devices (fsdp={cfg.mesh.fsdp}, "
-        f"tp={cfg.mesh.tp})", file=sys.stderr, flush=True)
+  observability.LOGGER.info(
+      f"jax backend on {cfg.mesh.size} of {len(devices)} "
+      f"{devices[0].platform} devices (fsdp={cfg.mesh.fsdp}, tp={cfg.mesh.tp})")
   return jax_local.build(cfg, mesh)
 
 
-_BACKENDS = {"jax": _jax_backend, "openai": openai_compat.build}
+_BACKENDS = {"jax": _jax_backend, "openai": openai_compat.build,
+             "gemini": gemini.build}
 
 
 def build_backend(cfg: config_lib.BackendConfig) -> Backend:
@@ -48,6 +51,11 @@ def build_backend(cfg: config_lib.BackendConfig) -> Backend:
 async def _serve(config: config_lib.JudgeConfig, backend: Backend) -> None:
   try:
     handle = await server.start(config, backend)
+    if handle.openrlhf_port:
+      # stderr: stdout's one line is the "listening" line callers wait for.
+      print(f"grar-judge: openrlhf reward model on http://"
+            f"{config.openrlhf.host}:{handle.openrlhf_port}{http_face.PATH}",
+            file=sys.stderr, flush=True)
     print(f"grar-judge listening on {handle.address}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -64,8 +72,9 @@ async def _serve(config: config_lib.JudgeConfig, backend: Backend) -> None:
 
 def serve(config: config_lib.JudgeConfig) -> int:
   """Runs the judge until SIGTERM/SIGINT; returns the process exit code."""
+  observability.configure_logging(config.log_format)
   try:
-    server.load_packs(config.rubric_dir)  # fail before a slow backend build
+    server.check(config)  # fail before a slow backend build
     asyncio.run(_serve(config, build_backend(config.backend)))
   except (ConfigError, RubricError) as e:
     print(f"grar-judge: {e}", file=sys.stderr)

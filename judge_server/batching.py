@@ -1,15 +1,20 @@
 """Micro-batching judge prompts from many rollouts into backend calls.
 
-One worker task owns the backend. Prompts are taken round-robin across the
-pending `submit` calls, so a rollout with one prompt waits behind at most one
-prompt of every other rollout, not behind a 30-criterion rubric.
+One worker task forms the batches and runs up to `max_calls_in_flight`
+backend calls at once. Prompts are taken round-robin across the pending
+`submit` calls when a call slot is free, so a rollout with one prompt waits
+behind at most one prompt of every other rollout, not behind a 30-criterion
+rubric; forming a batch only once a slot is free keeps prompts in the fair
+queue instead of committing them early to a busy backend.
 """
 
 import asyncio
 import collections
 import dataclasses
 
+from judge_server.backends import base
 from judge_server.backends.base import Backend, Judgement
+from judge_server.cache import JudgementCache
 
 
 @dataclasses.dataclass(eq=False)
@@ -28,16 +33,25 @@ class _Submission:
 
 class MicroBatcher:
   """Batches of at most `max_batch` prompts, each formed at most `max_wait_s`
-  after its oldest prompt arrived (sooner once a batch is full)."""
+  after its oldest prompt arrived (sooner once a batch is full), at most
+  `max_calls_in_flight` of them in the backend at once. With a `cache`, a
+  prompt judged before (or being judged) never reaches the backend again;
+  `close` closes the cache."""
 
-  def __init__(self, backend: Backend, max_batch: int, max_wait_s: float):
+  def __init__(self, backend: Backend, max_batch: int, max_wait_s: float,
+               max_calls_in_flight: int = 1,
+               cache: JudgementCache | None = None):
     if max_batch < 1:
       raise ValueError("max_batch: must be >= 1")
     if max_wait_s < 0:
       raise ValueError("max_wait_s: must be >= 0")
+    if max_calls_in_flight < 1:
+      raise ValueError("max_calls_in_flight: must be >= 1")
     self._backend = backend
     self._max_batch = max_batch
     self._max_wait_s = max_wait_s
+    self._max_calls = max_calls_in_flight
+    self._cache = cache
     self._queue: collections.deque[_Submission] = collections.deque()
     self._arrived = asyncio.Event()
     self._closing = False
@@ -59,6 +73,8 @@ class MicroBatcher:
     self._arrived.set()
     if self._worker is not None:
       await self._worker
+    if self._cache is not None:
+      self._cache.close()
 
   async def submit(self, prompts: list[str]) -> list[Judgement]:
     """One Judgement per prompt, in order; never raises for a backend error."""
@@ -66,6 +82,11 @@ class MicroBatcher:
       raise RuntimeError("MicroBatcher is not running")
     if not prompts:
       return []
+    if self._cache is not None:
+      return await self._cache.judge(prompts, self._submit)
+    return await self._submit(prompts)
+
+  async def _submit(self, prompts: list[str]) -> list[Judgement]:
     loop = asyncio.get_running_loop()
     sub = _Submission(prompts=list(prompts), results=[None] * len(prompts),
                       future=loop.create_future(), arrived=loop.time(),
@@ -80,15 +101,23 @@ class MicroBatcher:
 
   async def _run(self) -> None:
     loop = asyncio.get_running_loop()
+    slots = asyncio.Semaphore(self._max_calls)
+    calls: set[asyncio.Task] = set()
+
+    def finished(call: asyncio.Task) -> None:
+      calls.discard(call)
+      slots.release()
+
     while True:
       self._queue = collections.deque(
           s for s in self._queue if not s.future.done())
       if not self._queue:
         if self._closing:
-          return
+          break
         self._arrived.clear()
         await self._arrived.wait()
         continue
+      await slots.acquire()
       deadline = min(s.arrived for s in self._queue) + self._max_wait_s
       while not self._closing and self._unsent() < self._max_batch:
         left = deadline - loop.time()
@@ -99,7 +128,14 @@ class MicroBatcher:
           await asyncio.wait_for(self._arrived.wait(), left)
         except TimeoutError:
           break
-      await self._judge(self._take())
+      batch = self._take()
+      if not batch:  # every waiting submission was cancelled meanwhile
+        slots.release()
+        continue
+      call = loop.create_task(self._judge(batch))
+      calls.add(call)
+      call.add_done_callback(finished)
+    await asyncio.gather(*calls)
 
   def _take(self) -> list[tuple[_Submission, int]]:
     """Up to max_batch (submission, prompt index) pairs, one per submission
@@ -116,8 +152,6 @@ class MicroBatcher:
     return batch
 
   async def _judge(self, batch: list[tuple[_Submission, int]]) -> None:
-    if not batch:
-      return
     try:
       judgements = await self._backend.judge(
           [sub.prompts[i] for sub, i in batch])
@@ -125,7 +159,7 @@ class MicroBatcher:
         raise RuntimeError(
             f"{len(judgements)} judgements for {len(batch)} prompts")
     except Exception as e:  # a broken backend must not stop the worker
-      failed = Judgement(None, 0.0, f"backend error: {type(e).__name__}: {e}")
+      failed = base.infrastructure(f"{type(e).__name__}: {e}")
       judgements = [failed] * len(batch)
     for (sub, i), judgement in zip(batch, judgements):
       sub.results[i] = judgement

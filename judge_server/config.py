@@ -1,6 +1,7 @@
 """The judge server's configuration (YAML, validated by judge_server.strict)."""
 
 import dataclasses
+import math
 from typing import Literal
 
 from judge_server import strict
@@ -23,6 +24,19 @@ class MeshShape:
     return self.fsdp * self.tp
 
 
+def _check_endpoint(cfg, url_required: bool) -> None:
+  """What the HTTP backends' configs (OpenAIConfig, GeminiConfig) share."""
+  if ((cfg.base_url or url_required)
+      and not cfg.base_url.startswith(("http://", "https://"))):
+    raise ValueError(f"base_url: {cfg.base_url!r} must start with http:// "
+                     "or https://")
+  for name in ("max_concurrency", "max_calls_in_flight"):
+    if getattr(cfg, name) < 1:
+      raise ValueError(f"{name}: must be >= 1")
+  if not cfg.timeout_s > 0:
+    raise ValueError("timeout_s: must be > 0")
+
+
 @dataclasses.dataclass(frozen=True)
 class OpenAIConfig:
   """An OpenAI-compatible endpoint: vLLM, llama.cpp's server, hosted APIs."""
@@ -32,9 +46,11 @@ class OpenAIConfig:
   # judge prompt as the user's message, for endpoints that only chat.
   mode: Literal["completions", "chat"] = "completions"
   api_key_env: str = ""  # name of the variable holding the key; "" sends none
-  # Requests in flight at once. The batcher hands the backend max_batch
-  # prompts at a time, so at most min(max_batch, max_concurrency) are.
+  # Requests in flight at once. The batcher hands the backend up to
+  # max_calls_in_flight batches of max_batch prompts at a time, so at most
+  # min(max_calls_in_flight * max_batch, max_concurrency) are.
   max_concurrency: int = 8
+  max_calls_in_flight: int = 2
   timeout_s: float = 60.0  # deadline of each request, once it is sent
   # How many alternatives of the score token to ask for (vLLM allows 20
   # unless started with more --max-logprobs); the expected score sums the
@@ -42,22 +58,74 @@ class OpenAIConfig:
   top_logprobs: int = 20
 
   def __post_init__(self):
-    if self.base_url and not self.base_url.startswith(("http://", "https://")):
-      raise ValueError(f"base_url: {self.base_url!r} must start with http:// "
-                       "or https://")
-    if self.max_concurrency < 1:
-      raise ValueError("max_concurrency: must be >= 1")
-    if not self.timeout_s > 0:
-      raise ValueError("timeout_s: must be > 0")
+    # "" is caught by BackendConfig, and only when kind is openai.
+    _check_endpoint(self, url_required=False)
     if self.top_logprobs < 0:
       raise ValueError("top_logprobs: must be >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
+class GeminiConfig:
+  """The Gemini API (generativelanguage REST, generateContent)."""
+  base_url: str = "https://generativelanguage.googleapis.com"
+  model: str = ""  # e.g. gemini-2.5-flash
+  # Name of the variable holding the API key; keys never go in the YAML.
+  api_key_env: str = "GEMINI_API_KEY"
+  max_concurrency: int = 8  # requests in flight at once
+  max_calls_in_flight: int = 2  # batches the batcher hands over at once
+  timeout_s: float = 60.0  # deadline of each request, once it is sent
+  # Alternatives of the score token to ask for (the API allows 1-19); the
+  # expected score sums the digits among them. 0: the written digit is parsed.
+  top_logprobs: int = 19
+
+  def __post_init__(self):
+    _check_endpoint(self, url_required=True)
+    if not self.api_key_env:
+      raise ValueError("api_key_env: must name an environment variable")
+    if not 0 <= self.top_logprobs <= 19:
+      raise ValueError("top_logprobs: must be in 0..19")
+
+
+@dataclasses.dataclass(frozen=True)
+class ResilienceConfig:
+  """What every backend call gets, whatever the backend."""
+  # One prompt's judging, retries and waits included; then it is unscorable.
+  deadline_s: float = 600.0
+  # One try; a try that takes longer is a transient failure.
+  attempt_timeout_s: float = 300.0
+  # Tries after the first, for transient failures only (connection errors,
+  # timeouts, HTTP 408/425/429 and 5xx, a backend that raised), after
+  # exponential backoff with jitter or the server's Retry-After, whichever
+  # is longer.
+  max_retries: int = 3
+  backoff_initial_s: float = 0.5
+  backoff_max_s: float = 30.0
+  # After this many consecutive failed tries (none answered, a transient
+  # failure among them) the circuit opens: calls fail at once for
+  # breaker_open_s, then one probe call decides. 0: never opens. Failures of
+  # a prompt of its own (too long, HTTP 400) do not count.
+  breaker_failures: int = 5
+  breaker_open_s: float = 30.0
+
+  def __post_init__(self):
+    for name in ("deadline_s", "attempt_timeout_s", "breaker_open_s"):
+      if not getattr(self, name) > 0:
+        raise ValueError(f"{name}: must be > 0")
+    for name in ("max_retries", "breaker_failures"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"{name}: must be >= 0")
+    if self.backoff_initial_s < 0:
+      raise ValueError("backoff_initial_s: must be >= 0")
+    if self.backoff_max_s < self.backoff_initial_s:
+      raise ValueError("backoff_max_s: must be >= backoff_initial_s")
+
+
+@dataclasses.dataclass(frozen=True)
 class BackendConfig:
   """kind jax: a tunix model in this process (model, mesh, max_prompt_tokens);
-  kind openai: an HTTP endpoint (openai)."""
-  kind: Literal["jax", "openai"] = "jax"
+  kind openai: an HTTP endpoint (openai); kind gemini: the Gemini API
+  (gemini)."""
+  kind: Literal["jax", "openai", "gemini"] = "jax"
   model: ModelSpec = ModelSpec(seed=1)
   # Devices of the standalone server's process; in-process placement uses the
   # orchestrator's judge mesh instead.
@@ -66,12 +134,16 @@ class BackendConfig:
   max_prompt_tokens: int = 2048
   min_score_mass: float = 0.0
   openai: OpenAIConfig = OpenAIConfig()
+  gemini: GeminiConfig = GeminiConfig()
+  resilience: ResilienceConfig = ResilienceConfig()
 
   def __post_init__(self):
     if self.kind == "openai":
       for name in ("base_url", "model"):
         if not getattr(self.openai, name):
           raise ValueError(f"openai.{name}: required when kind is 'openai'")
+    if self.kind == "gemini" and not self.gemini.model:
+      raise ValueError("gemini.model: required when kind is 'gemini'")
     if self.max_batch < 1:
       raise ValueError("max_batch: must be >= 1")
     if self.max_prompt_tokens < 16:
@@ -88,11 +160,108 @@ class Limits:
   max_criteria: int = 32
   max_requests_per_batch_call: int = 256
   max_rollout_id_chars: int = 256
+  # A ScoreBatch call of max_requests_per_batch_call long rollouts is well
+  # over gRPC's default 4 MiB.
+  max_message_bytes: int = 64 << 20
+  # Score streams and ScoreBatch calls served at once; one more is refused
+  # with RESOURCE_EXHAUSTED (GetInfo, health and reflection do not count).
+  max_concurrent_streams: int = 64
+  # Judge prompts (one per criterion, one for implicit aggregation) taken on
+  # and not yet judged. A rollout arriving while this many wait is refused
+  # with RESOURCE_EXHAUSTED, so the queue never exceeds it by more than one
+  # call's prompts.
+  max_queue_depth: int = 4096
+  # What a refused caller is told to wait before sending again.
+  retry_after_ms: int = 1000
 
   def __post_init__(self):
     for f in dataclasses.fields(self):
       if getattr(self, f.name) < 1:
         raise ValueError(f"{f.name}: must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class AuthConfig:
+  """token_file: bearer tokens callers must send (`authorization: Bearer
+  TOKEN`), one per line, so a new token can be added before the old one is
+  retired; blank lines and lines starting with '#' are skipped. "" lets
+  every caller in. The health service is open either way."""
+  token_file: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class TLSConfig:
+  """PEM files. cert_file and key_file: the server's certificate chain and
+  key (TLS); client_ca_file: clients must present a certificate this CA
+  signed (mutual TLS). All "": plaintext."""
+  cert_file: str = ""
+  key_file: str = ""
+  client_ca_file: str = ""
+
+  def __post_init__(self):
+    if self.cert_file and not self.key_file:
+      raise ValueError("key_file: required with cert_file")
+    if self.key_file and not self.cert_file:
+      raise ValueError("cert_file: required with key_file")
+    if self.client_ca_file and not self.cert_file:
+      raise ValueError("client_ca_file: mutual TLS needs cert_file and "
+                       "key_file too")
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricsConfig:
+  """Prometheus metrics over HTTP at http://host:port/metrics; port 0: off.
+  Unauthenticated, so by default only on loopback."""
+  host: str = "127.0.0.1"
+  port: int = 0
+
+  def __post_init__(self):
+    if not 0 <= self.port <= 65535:
+      raise ValueError("port: must be in 0..65535")
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheConfig:
+  """Judgements kept so that an identical judge prompt to the same judge is
+  judged once (GRPO groups repeat completions, and a re-sent rollout is
+  not judged twice); unscorable ones are not kept."""
+  enabled: bool = True
+  # A msgpack file judgements are appended to as they arrive and read back
+  # at start, so a restarted judge keeps them; "" keeps them in memory only.
+  path: str = ""
+  max_entries: int = 1_000_000  # then the oldest go first
+
+  def __post_init__(self):
+    if self.max_entries < 1:
+      raise ValueError("max_entries: must be >= 1")
+    if self.path and not self.enabled:
+      raise ValueError("path: set, but enabled is false")
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenRLHFConfig:
+  """OpenRLHF's remote reward model protocol, POST /get_reward over HTTP
+  (judge_server.http_face, docs/rubrics.md); port 0: off."""
+  host: str = "127.0.0.1"
+  port: int = 0
+  rubric_id: str = "general-reasoning"  # for labels that choose no rubric
+  # OpenRLHF needs a number for every rollout: an unscorable one gets this,
+  # and is listed in the answer's "unscorable" and extra_logs.
+  unscorable_reward: float = 0.0
+  max_body_bytes: int = 16 << 20
+  read_timeout_s: float = 120.0  # an idle or stalled connection is dropped
+
+  def __post_init__(self):
+    if not 0 <= self.port <= 65535:
+      raise ValueError("port: must be in 0..65535")
+    if not self.rubric_id:
+      raise ValueError("rubric_id: must name a rubric pack")
+    if not math.isfinite(self.unscorable_reward):
+      raise ValueError("unscorable_reward: must be a finite number")
+    if self.max_body_bytes < 1:
+      raise ValueError("max_body_bytes: must be >= 1")
+    if not self.read_timeout_s > 0:
+      raise ValueError("read_timeout_s: must be > 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +273,13 @@ class JudgeConfig:
   default_aggregation: Literal["explicit", "implicit"] = "explicit"
   rubric_dir: str = ""  # extra rubric packs beside the shipped ones
   limits: Limits = Limits()
+  auth: AuthConfig = AuthConfig()
+  tls: TLSConfig = TLSConfig()
+  metrics: MetricsConfig = MetricsConfig()
+  # text: for people; json: one JSON object per line, for log collectors.
+  log_format: Literal["text", "json"] = "text"
+  cache: CacheConfig = CacheConfig()
+  openrlhf: OpenRLHFConfig = OpenRLHFConfig()
 
   def __post_init__(self):
     if not 0 <= self.port <= 65535:

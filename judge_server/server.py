@@ -1,4 +1,5 @@
-"""Starting and stopping the judge's gRPC server.
+"""Starting and stopping the judge's gRPC server, and beside it the
+OpenRLHF HTTP face when configured (judge_server.http_face).
 
 `start` serves on the caller's event loop (the standalone server);
 `run_in_thread` serves on a loop of its own in a daemon thread, for the
@@ -7,24 +8,32 @@ mesh of the trainer's process and is still reached over loopback gRPC.
 """
 
 import asyncio
+import contextlib
 import dataclasses
 import pathlib
 import threading
+from typing import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
+from judge_server import cache as cache_lib
+from judge_server import http_face
+from judge_server import limits
+from judge_server import observability
+from judge_server import resilience
 from judge_server import rubric as rubric_lib
+from judge_server import security
 from judge_server import service
 from judge_server.backends.base import Backend
 from judge_server.batching import MicroBatcher
-from judge_server.config import JudgeConfig
+from judge_server.config import JudgeConfig, Limits
 from protos import judge_pb2, judge_pb2_grpc
 
 SERVICE_NAME = judge_pb2.DESCRIPTOR.services_by_name["JudgeService"].full_name
-# A ScoreBatch call of max_requests_per_batch_call long rollouts is well over
-# gRPC's default 4 MiB.
-MAX_MESSAGE_BYTES = 64 << 20
+# What clients accept by default; the server's is limits.max_message_bytes.
+MAX_MESSAGE_BYTES = Limits().max_message_bytes
 
 
 def load_packs(rubric_dir: str) -> dict[str, rubric_lib.Rubric]:
@@ -49,46 +58,99 @@ def _address(host: str, port: int) -> str:
 
 @dataclasses.dataclass
 class Handle:
-  """A serving judge. `stop` finishes in-flight work within `grace` seconds,
-  then judges what was already submitted; the backend stays the caller's."""
+  """A serving judge. `stop` finishes in-flight work of both faces within
+  `grace` seconds, then judges what was already submitted; the backend
+  stays the caller's. `metrics` holds its Prometheus metrics, served over
+  HTTP when config.metrics.port is set; `openrlhf_port` is the HTTP face's
+  port, 0 when it is off."""
   port: int
   address: str
+  metrics: observability.Metrics
+  openrlhf_port: int
   _server: grpc.aio.Server
+  _face: http_face.HttpServer | None
   _health: health.aio.HealthServicer
   _batcher: MicroBatcher
+  _stop_metrics: Callable[[], None]
 
   async def stop(self, grace: float | None = 30.0) -> None:
     await self._health.enter_graceful_shutdown()
-    await self._server.stop(grace)
+    await asyncio.gather(self._server.stop(grace),
+                         *([self._face.stop(grace)] if self._face else []))
     await self._batcher.close()
+    self._stop_metrics()
+
+
+def check(config: JudgeConfig) -> None:
+  """Raises what `start` would for the rubric packs, the OpenRLHF face's
+  rubric and the token and TLS files, so a bad config fails before a slow
+  backend is built."""
+  packs = load_packs(config.rubric_dir)
+  if config.openrlhf.port:
+    http_face.check(config.openrlhf, packs)
+  security.load_tokens(config.auth)
+  security.server_credentials(config.tls)
 
 
 async def start(config: JudgeConfig, backend: Backend) -> Handle:
-  """Serves JudgeService and grpc.health.v1 on config.host:config.port."""
+  """Serves JudgeService, grpc.health.v1 and server reflection on
+  config.host:config.port, metrics on config.metrics and OpenRLHF's
+  /get_reward on config.openrlhf; the two faces share admission, auth,
+  metrics and logs."""
   packs = load_packs(config.rubric_dir)
-  batcher = MicroBatcher(backend, backend.max_batch, config.max_wait_ms / 1000)
-  server = grpc.aio.server(options=[
-      ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-      ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-      # A second judge on a port in use must fail, not share the traffic.
-      ("grpc.so_reuseport", 0)])
+  admission = limits.Admission(config.limits)
+  observer = observability.Observer(backend.name, lambda: admission.depth)
+  tokens = security.load_tokens(config.auth)
+  credentials = security.server_credentials(config.tls)
+  # Metrics time each try; deadlines, retries and the breaker wrap the tries.
+  batcher = MicroBatcher(
+      resilience.Resilient(
+          observability.InstrumentedBackend(backend, observer.metrics),
+          config.backend.resilience),
+      backend.max_batch, config.max_wait_ms / 1000,
+      backend.max_calls_in_flight,
+      cache_lib.build(config.cache, backend.identity, observer.metrics))
+  server = grpc.aio.server(
+      # Credentials first: an unauthenticated caller's bytes are not read.
+      interceptors=[*security.interceptors(tokens, observer.unauthenticated),
+                    service.StrictDecoding(observer)],
+      options=[
+          ("grpc.max_receive_message_length", config.limits.max_message_bytes),
+          ("grpc.max_send_message_length", config.limits.max_message_bytes),
+          # A second judge on a port in use must fail, not share the traffic.
+          ("grpc.so_reuseport", 0)])
+  scorer = service.Scorer(batcher, packs, config.limits,
+                          config.default_aggregation, admission, observer)
   judge_pb2_grpc.add_JudgeServiceServicer_to_server(
-      service.JudgeServicer(backend, batcher, packs, config.limits,
-                            config.default_aggregation), server)
+      service.JudgeServicer(backend, scorer), server)
   health_servicer = health.aio.HealthServicer()
   health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+  reflection.enable_server_reflection(
+      (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
   wanted = _address(config.host, config.port)
   try:
-    port = server.add_insecure_port(wanted)
+    port = (server.add_secure_port(wanted, credentials) if credentials
+            else server.add_insecure_port(wanted))
   except RuntimeError:  # grpc's way of saying the bind failed
     raise OSError(f"cannot listen on {wanted} (in use, or not an address "
                   "of this machine)") from None
-  batcher.start()
-  await server.start()
-  for name in ("", SERVICE_NAME):
-    await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-  return Handle(port, _address(config.host, port), server, health_servicer,
-                batcher)
+  async with contextlib.AsyncExitStack() as undo:  # unwound on a failure
+    stop_metrics = observability.serve_metrics(config.metrics,
+                                               observer.metrics.registry)
+    undo.callback(stop_metrics)
+    batcher.start()
+    undo.push_async_callback(batcher.close)
+    await server.start()
+    undo.push_async_callback(server.stop, None)
+    face = None
+    if config.openrlhf.port:
+      face = await http_face.start(config.openrlhf, scorer, tokens)
+    for name in ("", SERVICE_NAME):
+      await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    undo.pop_all()
+  return Handle(port, _address(config.host, port), observer.metrics,
+                face.port if face else 0, server, face, health_servicer,
+                batcher, stop_metrics)
 
 
 class ThreadedServer:
@@ -107,6 +169,8 @@ class ThreadedServer:
       raise
     self.port = self._handle.port
     self.address = self._handle.address
+    self.metrics = self._handle.metrics
+    self.openrlhf_port = self._handle.openrlhf_port
 
   def stop(self, grace: float | None = 30.0) -> None:
     """Blocks until in-flight work is done (or `grace` ran out)."""

@@ -3,6 +3,8 @@
 A request that breaks the contract is refused with INVALID_ARGUMENT naming
 the field; it is the caller's bug. A request the judge could not score comes
 back as an UNSCORABLE result; it is the judge's problem, never a reward of 0.
+A call that finds the judge full is refused with RESOURCE_EXHAUSTED and a
+retry hint (judge_server.limits).
 """
 
 import asyncio
@@ -10,11 +12,14 @@ import time
 from typing import AsyncIterator, Mapping
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from judge_server import scoring
 from judge_server.backends.base import Backend
 from judge_server.batching import MicroBatcher
 from judge_server.config import Limits
+from judge_server.limits import Admission, Overloaded, prompt_count, refuse
+from judge_server.observability import Observer
 from judge_server.rubric import Rubric, RubricError
 from protos import judge_pb2, judge_pb2_grpc
 
@@ -33,6 +38,16 @@ def _enum_name(enum, value: int) -> str:
     return enum.Name(value).lower()
   except ValueError:
     return str(value)
+
+
+def rubric_proto(rubric: Rubric) -> judge_pb2.Rubric:
+  """A validated rubric as the proto message (the inverse of _rubric_dict)."""
+  return judge_pb2.Rubric(criteria=[
+      judge_pb2.Criterion(
+          text=c.text, weight=c.weight,
+          category=judge_pb2.Category.Value(c.category.upper()),
+          polarity=judge_pb2.Polarity.Value(c.polarity.upper()))
+      for c in rubric.criteria])
 
 
 def _rubric_dict(rubric: judge_pb2.Rubric) -> dict:
@@ -101,64 +116,113 @@ def validate(request: judge_pb2.ScoreRequest, packs: Mapping[str, Rubric],
     raise InvalidRequest(str(e)) from None
 
 
-class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
+class Scorer:
+  """What every face of the judge (gRPC, OpenRLHF's HTTP) shares:
+  validation, admission, scoring, and a metric and log line per result and
+  per refused call."""
 
-  def __init__(self, backend: Backend, batcher: MicroBatcher,
-               packs: Mapping[str, Rubric], limits: Limits,
-               default_aggregation: str):
-    self._backend = backend
-    self._batcher = batcher
-    self._packs = packs
-    self._limits = limits
-    self._default_aggregation = default_aggregation
+  def __init__(self, batcher: MicroBatcher, packs: Mapping[str, Rubric],
+               limits: Limits, default_aggregation: str,
+               admission: Admission, observer: Observer):
+    self.batcher = batcher
+    self.packs = packs
+    self.limits = limits
+    self.default_aggregation = default_aggregation
+    self.admission = admission
+    self.observer = observer
 
-  def _validate(self, request: judge_pb2.ScoreRequest) -> scoring.Job:
-    return validate(request, self._packs, self._limits,
-                    self._default_aggregation)
+  def validate(self, request: judge_pb2.ScoreRequest) -> scoring.Job:
+    return validate(request, self.packs, self.limits,
+                    self.default_aggregation)
 
-  async def _score(self, job: scoring.Job,
-                   received: float) -> judge_pb2.ScoreResult:
-    outcome = await scoring.score(job, self._batcher)
-    return judge_pb2.ScoreResult(
+  async def score(self, rpc: str, job: scoring.Job,
+                  received: float) -> judge_pb2.ScoreResult:
+    outcome = await scoring.score(job, self.batcher)
+    result = judge_pb2.ScoreResult(
         rollout_id=job.rollout_id, status=_STATUS[outcome.status],
         reward=outcome.reward, reason=outcome.reason,
         criteria=[judge_pb2.CriterionScore(index=i, score=s, score_mass=m,
                                            method=method)
                   for i, s, m, method in outcome.criteria],
         latency_ms=(time.perf_counter() - received) * 1000)
+    self.observer.result(rpc, result)
+    return result
+
+
+class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
+
+  def __init__(self, backend: Backend, scorer: Scorer):
+    self._backend = backend
+    self._scorer = scorer
+    self._limits = scorer.limits
+    self._admission = scorer.admission
+    self._observer = scorer.observer
+
+  async def _invalid(self, context, rpc: str, details: str) -> None:
+    self._observer.refused(rpc, grpc.StatusCode.INVALID_ARGUMENT, details)
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, details)
+
+  async def _overloaded(self, context, rpc: str, error: Overloaded) -> None:
+    self._observer.refused(rpc, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           str(error))
+    await refuse(context, error)
 
   async def ScoreBatch(self, request: judge_pb2.ScoreBatchRequest,
                        context) -> judge_pb2.ScoreBatchResponse:
+    try:
+      with self._admission.call():
+        return await self._score_batch(request, context)
+    except Overloaded as e:
+      await self._overloaded(context, "ScoreBatch", e)
+
+  async def _score_batch(self, request: judge_pb2.ScoreBatchRequest,
+                         context) -> judge_pb2.ScoreBatchResponse:
     received = time.perf_counter()
     n, limit = len(request.requests), self._limits.max_requests_per_batch_call
     if n > limit:
-      await context.abort(
-          grpc.StatusCode.INVALID_ARGUMENT,
+      await self._invalid(
+          context, "ScoreBatch",
           f"requests: {n} requests, more than max_requests_per_batch_call="
           f"{limit}; use the Score stream for more")
     jobs, first = [], {}
     for i, r in enumerate(request.requests):
       try:
-        job = self._validate(r)
+        job = self._scorer.validate(r)
       except InvalidRequest as e:
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                            f"requests[{i}].{e}")
+        await self._invalid(context, "ScoreBatch", f"requests[{i}].{e}")
       if job.rollout_id in first:
-        await context.abort(
-            grpc.StatusCode.INVALID_ARGUMENT,
+        await self._invalid(
+            context, "ScoreBatch",
             f"requests[{i}].rollout_id: duplicate {job.rollout_id!r} (also "
             f"requests[{first[job.rollout_id]}])")
       first[job.rollout_id] = i
       jobs.append(job)
-    results = await asyncio.gather(*(self._score(j, received) for j in jobs))
+    ticket = self._admission.admit(sum(map(prompt_count, jobs)))
+    try:
+      results = await asyncio.gather(
+          *(self._scorer.score("ScoreBatch", j, received) for j in jobs))
+    finally:
+      ticket.release()
     return judge_pb2.ScoreBatchResponse(results=results)
 
   async def Score(self, request_iterator, context
                   ) -> AsyncIterator[judge_pb2.ScoreResult]:
     """Scores each request as it arrives; yields in completion order."""
+    try:
+      with self._admission.call():
+        async for result in self._score_stream(request_iterator, context):
+          yield result
+    except Overloaded as e:
+      await self._overloaded(context, "Score", e)
+
+  async def _score_stream(self, request_iterator, context
+                          ) -> AsyncIterator[judge_pb2.ScoreResult]:
+    """Raises Overloaded, once this stream's work in flight is answered,
+    when a request found the queue full: the caller re-sends from there."""
     reading = asyncio.ensure_future(anext(request_iterator, None))
     scoring_tasks: set[asyncio.Task] = set()
     in_flight: set[str] = set()
+    overloaded = None
     try:
       while reading is not None or scoring_tasks:
         done, _ = await asyncio.wait(scoring_tasks | ({reading} - {None}),
@@ -168,8 +232,17 @@ class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
           if request is not None:
             received = time.perf_counter()
             job = await self._accept(request, in_flight, context)
-            scoring_tasks.add(asyncio.create_task(self._score(job, received)))
-            reading = asyncio.ensure_future(anext(request_iterator, None))
+            try:
+              ticket = self._admission.admit(prompt_count(job))
+            except Overloaded as e:
+              overloaded = e  # read no more; finish what is in flight
+            else:
+              task = asyncio.create_task(self._scorer.score("Score", job, received))
+              # A callback, not a finally: a task cancelled before it first
+              # runs never enters its body.
+              task.add_done_callback(lambda _, t=ticket: t.release())
+              scoring_tasks.add(task)
+              reading = asyncio.ensure_future(anext(request_iterator, None))
         for task in done & scoring_tasks:
           scoring_tasks.discard(task)
           result = task.result()
@@ -179,18 +252,20 @@ class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
       # The client went away or a request was refused: stop the rest.
       for task in scoring_tasks | ({reading} - {None}):
         task.cancel()
+    if overloaded is not None:
+      raise overloaded
 
   async def _accept(self, request: judge_pb2.ScoreRequest, in_flight: set[str],
                     context) -> scoring.Job:
     """The request's job, marked in flight; aborts the stream if invalid."""
     try:
-      job = self._validate(request)
+      job = self._scorer.validate(request)
     except InvalidRequest as e:
-      await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+      await self._invalid(context, "Score",
                           f"rollout_id={request.rollout_id}: {e}")
     if job.rollout_id in in_flight:
-      await context.abort(
-          grpc.StatusCode.INVALID_ARGUMENT,
+      await self._invalid(
+          context, "Score",
           f"rollout_id={job.rollout_id}: rollout_id: already in flight in "
           "this stream")
     in_flight.add(job.rollout_id)
@@ -198,17 +273,62 @@ class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
 
   async def GetInfo(self, request: judge_pb2.GetInfoRequest,
                     context) -> judge_pb2.GetInfoResponse:
-    limits = self._limits
+    limits, scorer = self._limits, self._scorer
     return judge_pb2.GetInfoResponse(
         backend=self._backend.name, model=self._backend.model,
         rubrics=[judge_pb2.RubricInfo(id=r.id, version=r.version,
                                       num_criteria=len(r.criteria))
-                 for r in sorted(self._packs.values(), key=lambda r: r.id)],
+                 for r in sorted(scorer.packs.values(), key=lambda r: r.id)],
         limits=judge_pb2.Limits(
-            max_batch=self._batcher.max_batch,
+            max_batch=scorer.batcher.max_batch,
             max_prompt_chars=limits.max_prompt_chars,
             max_completion_chars=limits.max_completion_chars,
             max_criteria=limits.max_criteria,
             max_requests_per_batch_call=limits.max_requests_per_batch_call),
         default_aggregation=judge_pb2.Aggregation.Value(
-            self._default_aggregation.upper()))
+            scorer.default_aggregation.upper()))
+
+
+_SERVICE = judge_pb2.DESCRIPTOR.services_by_name["JudgeService"]
+
+
+class StrictDecoding(grpc.aio.ServerInterceptor):
+  """Request bytes of a JudgeService call that are not its message type are
+  INVALID_ARGUMENT naming the type, counted like every refusal; gRPC's own
+  answer would be UNKNOWN, which reads as the judge's fault."""
+
+  def __init__(self, observer: Observer):
+    self._observer = observer
+
+  async def intercept_service(self, continuation, handler_call_details):
+    handler = await continuation(handler_call_details)
+    service, _, name = handler_call_details.method[1:].rpartition("/")
+    if handler is None or service != _SERVICE.full_name:
+      return handler
+    parse = handler.request_deserializer
+    expected = _SERVICE.methods_by_name[name].input_type.name
+
+    async def decode(raw: bytes, context):
+      try:
+        return parse(raw)
+      except DecodeError as e:
+        details = f"request: not a valid {expected}: {e}"
+        self._observer.refused(name, grpc.StatusCode.INVALID_ARGUMENT, details)
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, details)
+
+    if handler.request_streaming:  # Score: stream in, stream out
+      async def requests(raw_requests, context):
+        async for raw in raw_requests:
+          yield await decode(raw, context)
+
+      async def stream(raw_requests, context):
+        async for result in handler.stream_stream(
+            requests(raw_requests, context), context):
+          yield result
+      return grpc.stream_stream_rpc_method_handler(
+          stream, response_serializer=handler.response_serializer)
+
+    async def unary(raw: bytes, context):  # ScoreBatch, GetInfo
+      return await handler.unary_unary(await decode(raw, context), context)
+    return grpc.unary_unary_rpc_method_handler(
+        unary, response_serializer=handler.response_serializer)

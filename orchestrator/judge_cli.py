@@ -12,6 +12,7 @@ import json
 import sys
 from typing import TextIO
 
+from orchestrator.judge_channel import ChannelConfig, ChannelError
 from orchestrator.judge_client import (JudgeClient, JudgeRequestError,
                                        RowError, request_from_row)
 from protos import judge_pb2
@@ -57,9 +58,11 @@ def _result_json(result: judge_pb2.ScoreResult) -> str:
 
 
 def score_file(target: str, input_path: str, out: TextIO | None = None,
-               timeout_s: float = 600.0) -> int:
+               timeout_s: float = 600.0,
+               channel: ChannelConfig = ChannelConfig()) -> int:
   """Prints one result line per rollout to `out` (stdout); returns the exit
-  code: 0, or 2 for a bad input file or a request the judge refused."""
+  code: 0, or 2 for a bad input file, unusable channel settings, or a
+  request or credentials the judge refused."""
   try:
     requests = _read_requests(input_path)
   except OSError as e:
@@ -68,7 +71,12 @@ def score_file(target: str, input_path: str, out: TextIO | None = None,
   except RowError as e:
     print(f"{input_path} {e}", file=sys.stderr)
     return 2
-  with JudgeClient(target, timeout_s=timeout_s) as client:
+  try:
+    client = JudgeClient(target, timeout_s=timeout_s, connection=channel)
+  except ChannelError as e:
+    print(f"grar judge score: {e}", file=sys.stderr)
+    return 2
+  with client:
     try:
       results = client.score(requests)
     except JudgeRequestError as e:

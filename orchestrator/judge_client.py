@@ -13,8 +13,10 @@ from typing import Any, Mapping
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from judge_server import service
 from judge_server.rubric import Rubric, RubricError
-from judge_server.server import MAX_MESSAGE_BYTES, SERVICE_NAME
+from judge_server.server import SERVICE_NAME
+from orchestrator import judge_channel
 from protos import judge_pb2, judge_pb2_grpc
 
 ROW_KEYS = ("prompt", "completion", "reference_answer", "rubric", "rubric_id",
@@ -22,7 +24,8 @@ ROW_KEYS = ("prompt", "completion", "reference_answer", "rubric", "rubric_id",
 
 
 class JudgeRequestError(ValueError):
-  """The judge refused a request as malformed (INVALID_ARGUMENT)."""
+  """The judge refused a request as malformed (INVALID_ARGUMENT) or refused
+  the client's credentials (UNAUTHENTICATED, PERMISSION_DENIED)."""
 
 
 class RowError(ValueError):
@@ -45,12 +48,7 @@ def _rubric_proto(data: Any) -> judge_pb2.Rubric:
     rubric = Rubric.from_dict(data, where="rubric")
   except RubricError as e:
     raise RowError(str(e)) from None
-  return judge_pb2.Rubric(criteria=[
-      judge_pb2.Criterion(
-          text=c.text, weight=c.weight,
-          category=judge_pb2.Category.Value(c.category.upper()),
-          polarity=judge_pb2.Polarity.Value(c.polarity.upper()))
-      for c in rubric.criteria])
+  return service.rubric_proto(rubric)
 
 
 def request_from_row(row: Mapping[str, Any],
@@ -82,6 +80,10 @@ def request_from_row(row: Mapping[str, Any],
   return request
 
 
+# Codes that sending the same requests again cannot change: malformed
+# requests, missing or wrong credentials.
+_REFUSED = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED,
+            grpc.StatusCode.PERMISSION_DENIED)
 # Codes after which the same requests may succeed on a new stream.
 _TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
               grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED,
@@ -91,21 +93,29 @@ _FIRST_BACKOFF_S = 0.2
 _MAX_BACKOFF_S = 5.0
 
 
+# The reason of a result the judge never gave (the client made it up).
+UNAVAILABLE = "judge unavailable: "
+
+
 def _unavailable(rollout_id: str, why: str) -> judge_pb2.ScoreResult:
   return judge_pb2.ScoreResult(rollout_id=rollout_id,
                                status=judge_pb2.UNSCORABLE,
-                               reason=f"judge unavailable: {why}")
+                               reason=f"{UNAVAILABLE}{why}")
 
 
 class JudgeClient:
   """A blocking client; safe to share between threads."""
 
-  def __init__(self, target: str, timeout_s: float = 60):
+  def __init__(self, target: str, timeout_s: float = 60,
+               connection: judge_channel.ChannelConfig = (
+                   judge_channel.ChannelConfig()),
+               retry_unreachable: bool = True):
+    """retry_unreachable False: `score` gives up at once on a judge it
+    cannot reach (UNAVAILABLE), for a caller with other judges to try."""
     self.target = target
     self._timeout_s = timeout_s
-    self._channel = grpc.insecure_channel(target, options=[
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
+    self._retry_unreachable = retry_unreachable
+    self._channel = judge_channel.create(target, connection)
     self._stub = judge_pb2_grpc.JudgeServiceStub(self._channel)
     self._health = health_pb2_grpc.HealthStub(self._channel)
     self.retries = 0  # streams re-opened to re-send unanswered rollouts
@@ -130,21 +140,26 @@ class JudgeClient:
       left = deadline - time.monotonic()
       if not missing or left <= 0:
         break
+      pause = backoff
       try:
         for result in self._stub.Score(iter(missing), timeout=left):
           results[result.rollout_id] = result
       except grpc.RpcError as e:
-        if e.code() == grpc.StatusCode.INVALID_ARGUMENT:
+        if e.code() in _REFUSED:
           raise JudgeRequestError(
               f"judge at {self.target} refused a request: {e.details()}"
           ) from None
         why = f"{e.code().name}: {e.details()}"
-        if e.code() not in _TRANSIENT:
+        if e.code() not in _TRANSIENT or (
+            e.code() == grpc.StatusCode.UNAVAILABLE
+            and not self._retry_unreachable):
           break
+        # An overloaded judge says when to come back.
+        pause = judge_channel.retry_after_s(e) or backoff
       if len(results) == len(ids):
         break
       self.retries += 1
-      time.sleep(min(backoff, max(deadline - time.monotonic(), 0)))
+      time.sleep(min(pause, max(deadline - time.monotonic(), 0)))
       backoff = min(backoff * 2, _MAX_BACKOFF_S)
     return {i: results[i] if i in results else _unavailable(i, why)
             for i in ids}

@@ -15,20 +15,24 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 import pytest
 import yaml
 
+from judge_server.rubric import load_packs
 from judge_server.server import SERVICE_NAME
 from orchestrator import judge_cli
 from orchestrator.judge_client import JudgeClient, JudgeRequestError
 from protos import judge_pb2, judge_pb2_grpc
 import processes
 
-PACKS = "general-reasoning, math-solution, science-explanation"
+PACKS = ", ".join(sorted(load_packs()))
 
 
 @pytest.fixture(scope="module")
 def judge(tmp_path_factory):
   """(process, target) of one judge server shared by the module."""
+  # No cache: these tests re-send identical requests to watch the judge
+  # schedule real work.
   proc = processes.start_judge(
-      {"backend": {"max_batch": 2, "mesh": {"fsdp": 1, "tp": 4}}},
+      {"backend": {"max_batch": 2, "mesh": {"fsdp": 1, "tp": 4}},
+       "cache": {"enabled": False}},
       tmp_path_factory.mktemp("judge"),
       env={"JAX_PLATFORMS": "cpu",
            "XLA_FLAGS": "--xla_force_host_platform_device_count=4"})

@@ -223,7 +223,8 @@ def test_batcher_backend_error_is_unscorable_and_worker_goes_on():
   async def body(batcher, backend):
     failed = await batcher.submit(["1", "boom"])
     assert [j.score for j in failed] == [None, None]
-    assert failed[0].reason == "backend error: RuntimeError: device fell over"
+    assert failed[0].reason == ("infrastructure: RuntimeError: device "
+                                "fell over")
     assert (await batcher.submit(["3"]))[0].score == pytest.approx(3 / 9)
   asyncio.run(_with_batcher(body))
 

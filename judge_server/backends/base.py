@@ -3,6 +3,13 @@
 import abc
 import dataclasses
 
+# Every unscorable Judgement's reason starts with one of these, whatever the
+# backend: the judge could not be asked or did not answer (worth retrying
+# when `transient`, counted by the circuit breaker), or it answered with
+# nothing a score can come from (asking again the same way would not help).
+INFRASTRUCTURE = "infrastructure: "
+UNPARSEABLE = "unparseable: "
+
 
 @dataclasses.dataclass(frozen=True)
 class Judgement:
@@ -11,15 +18,36 @@ class Judgement:
   score: in [0, 1], or None when the judge's answer could not be used.
   mass: probability the judge put on valid score tokens (1.0 when the score
     was parsed from text).
-  reason: why score is None.
+  reason: why score is None; starts with INFRASTRUCTURE or UNPARSEABLE.
   method: how the score was read: "probabilities" (the expectation over the
     judge's score-token probabilities) or "parsed" (the number it wrote, where
     the backend gives no probabilities).
+  transient: the failure may pass (connection refused, timeout, HTTP 429 or
+    5xx), so the same prompt may be tried again.
+  retry_after_s: the least wait before trying again that the judge asked for
+    (HTTP Retry-After); 0 when it said nothing.
   """
   score: float | None
   mass: float
   reason: str = ""
   method: str = "probabilities"
+  transient: bool = False
+  retry_after_s: float = 0.0
+
+  @property
+  def infrastructure_failure(self) -> bool:
+    return self.score is None and self.reason.startswith(INFRASTRUCTURE)
+
+
+def infrastructure(reason: str, *, transient: bool = False,
+                   retry_after_s: float = 0.0) -> Judgement:
+  return Judgement(None, 0.0, INFRASTRUCTURE + reason, transient=transient,
+                   retry_after_s=retry_after_s)
+
+
+def unparseable(reason: str, mass: float = 0.0,
+                method: str = "probabilities") -> Judgement:
+  return Judgement(None, mass, UNPARSEABLE + reason, method=method)
 
 
 class Backend(abc.ABC):
@@ -29,6 +57,15 @@ class Backend(abc.ABC):
   model: str = ""
   # The most prompts one `judge` call should get; the batcher respects it.
   max_batch: int = 8
+  # The most `judge` calls the batcher runs at once. One for a backend that
+  # owns its devices; more for an endpoint that serves many requests at once.
+  max_calls_in_flight: int = 1
+
+  @property
+  def identity(self) -> str:
+    """Everything besides the prompt that decides a judgement (model,
+    weights, how the score is read); judgements are cached under it."""
+    return f"{self.name}:{self.model}"
 
   @abc.abstractmethod
   async def judge(self, prompts: list[str]) -> list[Judgement]:

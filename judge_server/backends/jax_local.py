@@ -8,7 +8,6 @@ group-relative advantages need.
 
 import asyncio
 import dataclasses
-import functools
 import threading
 
 from flax import nnx
@@ -17,9 +16,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from judge_server import aggregation
+from judge_server.backends import base
 from judge_server.backends.base import Backend, Judgement
 from judge_server.config import BackendConfig
 from judge_server.prompts import SCORE_TOKENS
+from policy_worker import last_logits
+from policy_worker.spec import ModelSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +38,7 @@ def _bucket(n: int, floor: int) -> int:
   return max(floor, 1 << (max(n, 1) - 1).bit_length())
 
 
-@functools.partial(nnx.jit, static_argnames=())
+@nnx.jit
 def _score_probs(model, tokens, lengths, score_ids):
   """Probabilities of the score tokens after each prompt.
 
@@ -48,24 +50,25 @@ def _score_probs(model, tokens, lengths, score_ids):
   # Right padding leaves every real token's causal past free of padding.
   causal = jnp.tril(jnp.ones((seq, seq), dtype=bool))[None]
   mask = jnp.broadcast_to(causal, (tokens.shape[0], seq, seq))
-  logits, _ = model(tokens, positions, None, mask)
-  last = jnp.take_along_axis(logits, (lengths - 1)[:, None, None], axis=1)[:, 0]
+  last = last_logits.last_logits(model, tokens, positions, mask, lengths)
   probs = jax.nn.softmax(last.astype(jnp.float32), axis=-1)
   return probs[:, score_ids]
 
 
 class JaxBackend(Backend):
-  """Scores a batch of judge prompts with one forward pass on the mesh."""
+  """Scores a batch of judge prompts with one forward pass on the mesh;
+  one call at a time (max_calls_in_flight 1), since it holds the mesh."""
 
   name = "jax"
 
   def __init__(self, model: nnx.Module, tokenizer, mesh: jax.sharding.Mesh,
-               model_name: str, config: JaxBackendConfig = JaxBackendConfig()):
+               spec: ModelSpec, config: JaxBackendConfig = JaxBackendConfig()):
     self._model = model
     self._tok = tokenizer
     self._mesh = mesh
     self._cfg = config
-    self.model = model_name
+    self._spec = spec
+    self.model = spec.name
     self.max_batch = config.max_batch
     ids = [tokenizer.encode(t) for t in SCORE_TOKENS]
     if any(len(i) != 1 for i in ids):
@@ -83,8 +86,8 @@ class JaxBackend(Backend):
     for i, p in enumerate(prompts):
       ids = [self._tok.bos_id()] + self._tok.encode(p)
       if len(ids) > self._cfg.max_prompt_tokens:
-        results[i] = Judgement(
-            None, 0.0, f"judge prompt has {len(ids)} tokens, more than "
+        results[i] = base.infrastructure(
+            f"judge prompt has {len(ids)} tokens, more than "
             f"max_prompt_tokens={self._cfg.max_prompt_tokens}")
       else:
         rows.append(ids)
@@ -105,11 +108,16 @@ class JaxBackend(Backend):
       for r, i in enumerate(index):
         score, mass = aggregation.expected_score(
             probs[r], self._cfg.min_score_mass)
-        reason = "" if score is not None else (
-            f"judge put {mass:.2g} probability on the score digits, below "
-            f"min_score_mass={self._cfg.min_score_mass}")
-        results[i] = Judgement(score, mass, reason)
+        results[i] = Judgement(score, mass) if score is not None else (
+            base.unparseable(
+                f"judge put {mass:.2g} probability on the score digits, "
+                f"below min_score_mass={self._cfg.min_score_mass}", mass))
     return results
+
+  @property
+  def identity(self) -> str:
+    # The whole spec: two tiny models of one name may differ in shape.
+    return f"jax:{self._spec!r}:min_score_mass={self._cfg.min_score_mass}"
 
   async def judge(self, prompts: list[str]) -> list[Judgement]:
     return await asyncio.to_thread(self._judge_sync, prompts)
@@ -119,7 +127,7 @@ def build(backend: BackendConfig, judge_mesh: jax.sharding.Mesh) -> JaxBackend:
   """A JaxBackend over the configured model, built on `judge_mesh`."""
   from policy_worker import models  # the one jax model loader of the project
   model, tokenizer = models.build_model(backend.model, judge_mesh)
-  return JaxBackend(model, tokenizer, judge_mesh, backend.model.name,
+  return JaxBackend(model, tokenizer, judge_mesh, backend.model,
                     JaxBackendConfig(
                         max_batch=backend.max_batch,
                         max_prompt_tokens=backend.max_prompt_tokens,

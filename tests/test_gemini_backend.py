@@ -1,0 +1,169 @@
+"""The gemini judge backend against a local stand-in of the Gemini REST API
+(tests/gemini_standin.py): the Gemini API cannot be reached from here, so
+the stand-in speaks its shape on 127.0.0.1 and the real backend, the real
+judge service and the real gRPC client talk to it."""
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from judge_server import config as config_lib
+from judge_server import server
+from judge_server.backends import gemini
+from judge_server.strict import ConfigError
+from orchestrator.judge_client import JudgeClient, request_from_row
+import gemini_standin
+from gemini_standin import (  # noqa: F401 (fixtures)
+    KEY_ENV, Fault, backend_config, fresh, standin)
+import processes
+
+
+def judge(cfg: config_lib.BackendConfig, prompts: list[str]):
+  async def run():
+    backend = gemini.build(cfg)
+    try:
+      return await backend.judge(prompts)
+    finally:
+      await backend.close()
+  return asyncio.run(run())
+
+
+def test_score_is_the_expectation_over_the_top_candidates(standin):
+  (j,) = judge(backend_config(standin, top_logprobs=5), ["Judge this. Score: "])
+  assert j.method == "probabilities" and j.reason == ""
+  assert j.score == pytest.approx(gemini_standin.EXPECTED)
+  assert j.mass == pytest.approx(0.9)
+  (r,) = standin.requests
+  assert r.path == f"/v1beta/models/{gemini_standin.MODEL}:generateContent"
+  assert r.headers["x-goog-api-key"] == gemini_standin.KEY
+  assert r.body["contents"] == [
+      {"role": "user", "parts": [{"text": "Judge this. Score: "}]}]
+  assert r.body["generationConfig"] == {
+      "temperature": 0.0, "candidateCount": 1, "maxOutputTokens": 1,
+      "responseLogprobs": True, "logprobs": 5}
+
+
+def test_without_logprobs_the_written_digit_is_parsed_and_says_so(standin):
+  cfg = backend_config(standin, top_logprobs=0)
+  standin.text = "Score: 6/9"
+  (j,) = judge(cfg, ["p"])
+  assert (j.score, j.mass, j.method) == (pytest.approx(6 / 9), 1.0, "parsed")
+  assert "responseLogprobs" not in standin.requests[0].body["generationConfig"]
+  standin.text = "I cannot grade this."
+  (j,) = judge(cfg, ["p"])
+  assert j.score is None and j.method == "parsed"
+  assert j.reason.startswith("unparseable: no score in judge output")
+
+
+def test_an_answer_of_another_shape_is_a_final_infrastructure_failure(
+    standin):
+  standin.fail(Fault(body={"candidates": [{"content": "7"}]}))
+  (j,) = judge(backend_config(standin), ["p"])
+  assert j.reason.startswith(f"infrastructure: {standin.base_url}/v1beta/")
+  assert "answered in an unknown shape (AttributeError: " in j.reason
+  assert not j.transient
+
+
+def test_off_scale_and_blocked_answers_are_unparseable(standin):
+  (j,) = judge(config_lib.BackendConfig(
+      kind="gemini", min_score_mass=0.95, gemini=backend_config(
+          standin).gemini), ["p"])
+  assert j.score is None and j.mass == pytest.approx(0.9)
+  assert j.reason.startswith("unparseable: judge put 0.9 probability")
+  assert "below min_score_mass=0.95" in j.reason
+  standin.fail(Fault(blocked=True))
+  (j,) = judge(backend_config(standin), ["p"])
+  assert j.reason.startswith("unparseable: ") and "SAFETY" in j.reason
+
+
+def test_endpoint_errors_are_infrastructure_and_say_if_they_may_pass(standin):
+  standin.fail(Fault(status=503, headers=(("Retry-After", "7"),)),
+               Fault(status=400))
+  busy, bad = judge(backend_config(standin, max_concurrency=1), ["p", "q"])
+  url = (f"{standin.base_url}/v1beta/models/{gemini_standin.MODEL}"
+         ":generateContent")
+  assert busy.reason.startswith(f"infrastructure: HTTP 503 from {url}: ")
+  assert busy.transient and busy.retry_after_s == 7.0
+  assert bad.reason.startswith(f"infrastructure: HTTP 400 from {url}: ")
+  assert not bad.transient
+  (wrong_key,) = judge(config_lib.BackendConfig(
+      kind="gemini", gemini=config_lib.GeminiConfig(
+          base_url=standin.base_url, model="no-such-model",
+          api_key_env=KEY_ENV)), ["p"])
+  assert "HTTP 404" in wrong_key.reason and not wrong_key.transient
+  (refused,) = judge(config_lib.BackendConfig(
+      kind="gemini", gemini=config_lib.GeminiConfig(
+          base_url=f"http://127.0.0.1:{processes.free_port()}", model="m",
+          api_key_env=KEY_ENV)), ["p"])
+  assert refused.reason.startswith("infrastructure: ConnectError from ")
+  assert refused.transient
+
+
+def test_a_missing_api_key_variable_names_it(monkeypatch, standin):
+  monkeypatch.delenv(KEY_ENV)
+  with pytest.raises(ConfigError, match=f"backend.gemini.api_key_env: the "
+                     f"environment variable {KEY_ENV} is not set"):
+    gemini.build(backend_config(standin))
+
+
+@pytest.mark.parametrize("backend, problem", [
+    ({"kind": "gemini"}, "backend.gemini.model: required when kind is "
+     "'gemini'"),
+    ({"gemini": {"base_url": "localhost:1"}},
+     "backend.gemini.base_url: 'localhost:1' must start with http:// or "
+     "https://"),
+    ({"gemini": {"top_logprobs": 20}},
+     "backend.gemini.top_logprobs: must be in 0..19"),
+    ({"gemini": {"api_key": "sekrit"}},
+     "backend.gemini.api_key: unknown key (known: api_key_env, base_url, "
+     "max_calls_in_flight, max_concurrency, model, timeout_s, "
+     "top_logprobs)"),
+    ({"gemini": {"max_calls_in_flight": 0}},
+     "backend.gemini.max_calls_in_flight: must be >= 1"),
+])
+def test_bad_gemini_config_names_the_field(tmp_path, backend, problem):
+  path = tmp_path / "judge.yaml"
+  path.write_text(f"backend: {backend}\n")
+  with pytest.raises(ConfigError) as e:
+    config_lib.load(path)
+  assert str(e.value) == problem
+
+
+def test_the_judge_service_scores_through_gemini(standin):
+  handle = server.run_in_thread(
+      config_lib.JudgeConfig(backend=backend_config(standin)),
+      gemini.build(backend_config(standin)))
+  try:
+    with JudgeClient(handle.address) as client:
+      client.wait_ready(10)
+      info = client.info()
+      results = client.score([request_from_row(
+          {"prompt": "What is 2 + 2?", "completion": "<answer>4</answer>",
+           "rubric_id": "math-solution"}, "r")])
+  finally:
+    handle.stop()
+  assert (info.backend, info.model) == ("gemini", gemini_standin.MODEL)
+  r = results["r"]
+  assert r.reason == "" and len(r.criteria) == 6
+  for c in r.criteria:
+    assert c.method == "probabilities"
+    assert c.score == pytest.approx(gemini_standin.EXPECTED)
+
+
+def test_the_gemini_backend_is_built_where_jax_cannot_import(standin):
+  code = textwrap.dedent(f"""
+      import sys
+      sys.modules["jax"] = None  # import jax raises ImportError
+      from judge_server import __main__ as main, config
+      backend = main.build_backend(config.BackendConfig(
+          kind="gemini", gemini=config.GeminiConfig(
+              base_url="{standin.base_url}", model="m",
+              api_key_env="{KEY_ENV}")))
+      assert backend.name == "gemini"
+      """)
+  done = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                        text=True, timeout=60, cwd=processes.ROOT)
+  assert done.returncode == 0, done.stderr
