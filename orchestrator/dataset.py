@@ -13,7 +13,9 @@ Any other key is an error, so a typo cannot silently drop a field.
 import dataclasses
 import json
 import os
-from collections.abc import Collection
+import pathlib
+from collections.abc import Callable, Collection, Iterator, Sequence
+from typing import Any, TypeVar
 
 from judge_server.rubric import Rubric, RubricError
 
@@ -38,7 +40,8 @@ class Example:
   rubric_id: str
 
 
-def _text(row: dict, key: str) -> str:
+def text_field(row: dict, key: str) -> str:
+  """row[key] as a non-blank string; DatasetError("key: problem") else."""
   value = row.get(key)
   if value is None:
     raise DatasetError(f"{key}: missing")
@@ -64,7 +67,7 @@ def _rubric(row: dict,
     raise DatasetError(
         f"rubric_id: missing; give rubric or rubric_id (the default "
         f"{DEFAULT_RUBRIC_ID!r} is not a known rubric)")
-  rubric_id = _text(row, "rubric_id")
+  rubric_id = text_field(row, "rubric_id")
   if rubric_id not in known:
     raise DatasetError(f"rubric_id: unknown rubric {rubric_id!r} (known: "
                        f"{', '.join(sorted(known)) or 'none'})")
@@ -82,9 +85,9 @@ def _example(line: str, known: Collection[str]) -> Example:
   unknown = sorted(set(row) - set(KEYS))
   if unknown:
     raise DatasetError(f"{unknown[0]}: unknown key (known: {', '.join(KEYS)})")
-  example_id = _text(row, "id")
-  domain = _text(row, "domain") if "domain" in row else DEFAULT_DOMAIN
-  prompt, answer = _text(row, "prompt"), _text(row, "answer")
+  example_id = text_field(row, "id")
+  domain = text_field(row, "domain") if "domain" in row else DEFAULT_DOMAIN
+  prompt, answer = text_field(row, "prompt"), text_field(row, "answer")
   rubric, rubric_id = _rubric(row, known)
   return Example(id=example_id, domain=domain, prompt=prompt, answer=answer,
                  rubric=rubric, rubric_id=rubric_id)
@@ -129,3 +132,96 @@ def load_jsonl(path: str | os.PathLike,
   if not examples:
     raise DatasetError(f"{path}: no examples (the file is empty or blank)")
   return examples
+
+
+def _jsonl_rows(path: pathlib.Path) -> Iterator[tuple[str, Any]]:
+  try:
+    raw_lines = path.read_bytes().splitlines()
+  except OSError as e:
+    raise DatasetError(f"{path}: cannot read: {e.strerror}") from None
+  for number, raw in enumerate(raw_lines, start=1):
+    where = f"{path}:{number}"
+    try:
+      line = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+      raise DatasetError(f"{where}: row: not UTF-8: {e.reason}") from None
+    if not line.strip():
+      continue
+    try:
+      yield where, json.loads(line)
+    except json.JSONDecodeError as e:
+      raise DatasetError(f"{where}: row: invalid JSON: {e}") from None
+
+
+def _parquet_rows(path: pathlib.Path) -> Iterator[tuple[str, Any]]:
+  import pyarrow
+  import pyarrow.parquet
+  try:
+    rows = pyarrow.parquet.read_table(path).to_pylist()
+  except (OSError, pyarrow.ArrowException) as e:
+    raise DatasetError(f"{path}: cannot read as parquet: {e}") from None
+  for index, row in enumerate(rows):
+    yield f"{path}: row {index}", row
+
+
+def _saved_dataset_rows(path: pathlib.Path) -> Iterator[tuple[str, Any]]:
+  # Imported here: datasets takes seconds to import.
+  import datasets
+  try:
+    data = datasets.load_from_disk(str(path))
+  except (OSError, ValueError) as e:
+    raise DatasetError(f"{path}: not a dataset saved by datasets' "
+                       f"save_to_disk: {e}") from None
+  if isinstance(data, datasets.DatasetDict):
+    splits = list(data)
+    raise DatasetError(f"{path}: holds the splits {', '.join(splits)}; give "
+                       f"one of them, e.g. {path / splits[0]}")
+  for index, row in enumerate(data):
+    yield f"{path}: row {index}", row
+
+
+def read_rows(path: str | os.PathLike) -> Iterator[tuple[str, Any]]:
+  """The rows of a table, each with where it is for error messages.
+
+  A directory is a dataset written by datasets' `save_to_disk` (one split),
+  a `.parquet` file is parquet, anything else is JSON Lines (blank lines
+  skipped). Where: "<path>:<line>" in JSON Lines, "<path>: row <index>"
+  (0-based) otherwise. A row is what the file holds, not necessarily an
+  object. Raises DatasetError for a file that cannot be read.
+  """
+  path = pathlib.Path(path)
+  if path.is_dir():
+    return _saved_dataset_rows(path)
+  if path.suffix == ".parquet":
+    return _parquet_rows(path)
+  return _jsonl_rows(path)
+
+
+T = TypeVar("T")
+
+
+def load_table(path: str | os.PathLike, keys: Sequence[str],
+               build: Callable[[dict], T]) -> list[T]:
+  """`build(row)` for every row of `path` (see read_rows), in file order.
+
+  keys: the keys a row may have; any other is an error, so a typo cannot
+  silently drop a field. build reads the fields (text_field) and raises
+  DatasetError("field: problem"). Errors read "<where>: <field>: <problem>";
+  a table without rows is an error.
+  """
+  items = []
+  for where, row in read_rows(path):
+    try:
+      if not isinstance(row, dict):
+        raise DatasetError(
+            f"row: must be an object, got {type(row).__name__}")
+      unknown = sorted(set(row) - set(keys))
+      if unknown:
+        raise DatasetError(
+            f"{unknown[0]}: unknown key (known: {', '.join(keys)})")
+      items.append(build(row))
+    except DatasetError as e:
+      raise DatasetError(f"{where}: {e}") from None
+  if not items:
+    raise DatasetError(f"{path}: no rows (the file is empty or blank)")
+  return items

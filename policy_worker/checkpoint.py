@@ -7,6 +7,7 @@ optimizer's state. The frozen base comes from the model spec again.
 import pathlib
 
 from flax import nnx
+from flax import traverse_util
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -39,7 +40,37 @@ def restore(directory: pathlib.Path, model: nnx.Module,
 
 
 def load_lora(directory: pathlib.Path) -> dict:
-  """The saved LoRA parameters as numpy arrays (nested dict)."""
+  """The saved LoRA parameters as numpy arrays (nested dict), whatever
+  devices this process has: onto one, since the saving run's mesh may not
+  exist here (orbax refuses to restore onto another topology by itself)."""
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   with ocp.StandardCheckpointer() as ckpt:
-    tree = ckpt.restore(directory.resolve())
+    saved = ckpt.metadata(directory.resolve()).item_metadata.tree
+    tree = ckpt.restore(directory.resolve(), jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+        saved))
   return jax.tree.map(np.asarray, tree["lora"])
+
+
+def restore_lora(directory: pathlib.Path, model: nnx.Module) -> None:
+  """Loads the LoRA parameters of a `save`d checkpoint into `model` (a LoRA
+  model, e.g. from models.apply_lora), keeping their shardings; the
+  optimizer state is not read. Raises ValueError when the checkpoint's
+  adapters do not fit the model's (other targets or another rank)."""
+  lora = nnx.state(model, nnx.LoRAParam)
+  target = traverse_util.flatten_dict(nnx.to_pure_dict(lora))
+  # Restored without a target, orbax gives layer indices back as strings.
+  saved = {tuple(map(str, path)): value for path, value in
+           traverse_util.flatten_dict(load_lora(directory)).items()}
+  for path, value in target.items():
+    got = saved.get(tuple(map(str, path)))
+    if got is None or got.shape != value.shape:
+      raise ValueError(
+          f"{directory}: its LoRA adapters do not fit the model: "
+          f"{'/'.join(map(str, path))} is "
+          f"{'missing' if got is None else got.shape} there, {value.shape} "
+          "here (another LoRA rank, or another model?)")
+  nnx.replace_by_pure_dict(lora, traverse_util.unflatten_dict({
+      path: jax.device_put(saved[tuple(map(str, path))], value.sharding)
+      for path, value in target.items()}))
+  nnx.update(model, lora)

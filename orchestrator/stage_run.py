@@ -1,0 +1,174 @@
+"""What the SFT and SimPO stages share: their training fields, the LoRA
+policy on its mesh, the held-out split, batches, the stage directory with
+metrics.csv and a progress line, and the final LoRA checkpoint (GRPO's
+checkpoint layout, so `grar train` can start from it)."""
+
+from collections.abc import Callable, Sequence
+import dataclasses
+import math
+import pathlib
+import sys
+import time
+
+import jax
+
+from orchestrator import metrics as metrics_lib
+from orchestrator import run_dir as run_dir_lib
+from orchestrator.config import _positive
+from orchestrator.sft_data import split_eval
+from orchestrator.trainer import batch_for_step
+from policy_worker import checkpoint, models
+from policy_worker.spec import ModelSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class StageConfig:
+  """data: the training rows; eval_data: held-out rows ("" holds out
+  eval_fraction of data). Held-out rows are evaluated in whole batches
+  (a remainder is left out) before the first step and every `eval_every`
+  steps (0: after the last step only; else it must divide steps, so the
+  last step is evaluated).
+  max_tokens: the longest sequence (prompt and completion) allowed.
+  lora_rank / lora_alpha must match the GRPO run that starts from the
+  checkpoint."""
+  data: str = ""
+  eval_data: str = ""
+  eval_fraction: float = 0.1
+  steps: int = 20
+  batch_size: int = 4
+  learning_rate: float = 1e-3
+  max_grad_norm: float = 1.0
+  lora_rank: int = 4
+  lora_alpha: float = 8.0
+  max_tokens: int = 512
+  eval_every: int = 0
+  seed: int = 0
+
+  def __post_init__(self):
+    _positive(self, "steps", "batch_size", "learning_rate", "max_grad_norm",
+              "lora_rank", "lora_alpha", "max_tokens")
+    if not self.data:
+      raise ValueError("data: required (a JSONL or parquet file, or a "
+                       "dataset directory)")
+    if not 0 < self.eval_fraction < 1:
+      raise ValueError("eval_fraction: must be in (0, 1)")
+    if self.eval_every < 0 or (self.eval_every
+                               and self.steps % self.eval_every):
+      raise ValueError(f"eval_every: must be 0 or divide steps={self.steps}, "
+                       f"got {self.eval_every}")
+
+  @property
+  def eval_interval(self) -> int:
+    """tunix's eval_every_n_steps."""
+    return self.eval_every or self.steps
+
+
+def encode_all(items: Sequence, encode: Callable, length: Callable[..., int],
+               max_tokens: int, where: str) -> list:
+  """encode(item) for every item, refusing any whose length(encoded) is over
+  max_tokens with a message naming `where` and the row."""
+  encoded = [encode(item) for item in items]
+  for i, enc in enumerate(encoded):
+    if (n := length(enc)) > max_tokens:
+      raise ValueError(f"max_tokens: {max_tokens} is too small for {where}: "
+                       f"its row {i} (counting rows from 0) needs {n} tokens")
+  return encoded
+
+
+def read(cfg: StageConfig, load: Callable[[str], list]) -> tuple[list, list]:
+  """(rows of data, rows of eval_data or []): read before the model is
+  built, so bad data fails fast."""
+  return load(cfg.data), load(cfg.eval_data) if cfg.eval_data else []
+
+
+def train_eval(cfg: StageConfig, rows: list, eval_rows: list,
+               encode: Callable[[list, str], list]) -> tuple[list, list]:
+  """(train, held out) encoded items; `encode(items, path)` checks lengths."""
+  train = encode(rows, cfg.data)
+  if cfg.eval_data:
+    held = encode(eval_rows, cfg.eval_data)
+    if len(held) < cfg.batch_size:
+      raise ValueError(f"eval_data: {len(held)} rows, fewer than one batch "
+                       f"(batch_size={cfg.batch_size})")
+    held = held[:len(held) - len(held) % cfg.batch_size]
+  else:
+    train, held = split_eval(train, cfg.eval_fraction, cfg.batch_size,
+                             cfg.seed)
+  if len(train) < cfg.batch_size:
+    raise ValueError(f"batch_size: {len(train)} rows to train on, fewer "
+                     f"than batch_size={cfg.batch_size}")
+  return train, held
+
+
+def train_batches(train: list, cfg: StageConfig, collate: Callable) -> list:
+  """cfg.steps batches, epochs of seeded permutations as in GRPO."""
+  return [collate([train[i] for i in batch_for_step(
+      len(train), cfg.batch_size, cfg.seed, step)])
+          for step in range(1, cfg.steps + 1)]
+
+
+def eval_batches(held: list, batch_size: int, collate: Callable) -> list:
+  return [collate(held[i:i + batch_size])
+          for i in range(0, len(held), batch_size)]
+
+
+def policy(spec: ModelSpec, mesh: jax.sharding.Mesh, cfg: StageConfig,
+           init_lora: pathlib.Path | None):
+  """(model with LoRA, tokenizer); the adapters from init_lora if given."""
+  model, tokenizer = models.build_model(spec, mesh)
+  model = models.apply_lora(model, mesh, rank=cfg.lora_rank,
+                            alpha=cfg.lora_alpha, seed=cfg.seed)
+  if init_lora is not None:
+    checkpoint.restore_lora(pathlib.Path(init_lora), model)
+  return model, tokenizer
+
+
+def create_dir(out_dir: pathlib.Path, spec: ModelSpec,
+               mesh: jax.sharding.Mesh, section: str, cfg: StageConfig,
+               init_lora: pathlib.Path | None) -> pathlib.Path:
+  """The stage directory with config.yaml, the stage's run config."""
+  out_dir = pathlib.Path(out_dir)
+  return run_dir_lib.create(str(out_dir.parent), out_dir.name, {
+      "model": dataclasses.asdict(spec), "mesh": dict(mesh.shape),
+      section: dataclasses.asdict(cfg),
+      "init_lora": str(init_lora) if init_lora else ""})
+
+
+class StageMetrics(metrics_lib.MetricsWriter):
+  """metrics.csv and TensorBoard, one row per step with fixed columns (NaN
+  where a step has no value: eval_* between evaluations, train columns at
+  step 0, the evaluation before training), and a progress line."""
+
+  def __init__(self, run_dir: pathlib.Path, stage: str,
+               columns: Sequence[str], shown: Sequence[str],
+               total_steps: int, out=sys.stderr):
+    super().__init__(run_dir, run_dir_lib.METRICS, 1, total_steps, out)
+    self._stage = stage
+    self._wanted = list(columns)
+    self._shown = list(shown)
+
+  def emit(self, step: int, values: dict[str, float]) -> None:
+    self.write({"step": step,
+                **{c: values.get(c, math.nan) for c in self._wanted},
+                "time_s": time.monotonic() - self._start})
+
+  def _progress(self, step: int, row) -> None:
+    width = 20
+    filled = int(width * step / self._total)
+    shown = "  ".join(f"{c} {row[c]:.4f}" for c in self._shown
+                      if not math.isnan(row[c]))
+    eta = (f"  eta {row['time_s'] / step * (self._total - step):.0f}s"
+           if step else "  (before training)")
+    print(f"[{'#' * filled}{'.' * (width - filled)}] {self._stage} step "
+          f"{step}/{self._total}  {shown}  {row['time_s']:.0f}s{eta}",
+          file=self._out, flush=True)
+
+
+def save_final(run_dir: pathlib.Path, step: int, model,
+               optimizer) -> pathlib.Path:
+  """Writes checkpoints/step_N (LoRA and optimizer state) and its manifest;
+  returns the checkpoint directory."""
+  directory = run_dir_lib.checkpoint_dir(run_dir, step)
+  checkpoint.save(directory, model, optimizer)
+  run_dir_lib.write_manifest(run_dir, run_dir_lib.Manifest(step, 0))
+  return directory
