@@ -1,0 +1,51 @@
+"""Judge replicas: the real judge gRPC server, each in a Ray actor.
+
+A replica builds its backend (on its own devices, or in front of an HTTP
+endpoint) and serves on its node's address; the trainer reaches the replicas
+over gRPC through orchestrator.judge_pool, exactly as it reaches any judge.
+"""
+
+import contextlib
+import dataclasses
+
+import ray
+
+from judge_server import server
+from judge_server.config import JudgeConfig
+from orchestrator import ray_cluster
+from orchestrator.config import RunConfig
+
+
+@ray.remote
+class JudgeReplica:
+
+  def __init__(self, config: JudgeConfig):
+    # The judge server's own entry point builds the backend the same way.
+    from judge_server.__main__ import build_backend
+    config = dataclasses.replace(
+        config, host=ray.util.get_node_ip_address(), port=0)
+    self._server = server.run_in_thread(config, build_backend(config.backend))
+
+  def address(self) -> str:
+    return self._server.address
+
+
+def replica_name(run_name: str, index: int) -> str:
+  return f"{run_name}-judge-{index}"
+
+
+@contextlib.contextmanager
+def started(cfg: RunConfig, run_name: str):
+  """Yields the addresses of cfg.ray.judge_replicas serving replicas, named
+  replica_name(run_name, i) in ray_cluster.NAMESPACE."""
+  options = ray_cluster.actor_options(cfg.ray.judge_replica,
+                                      cfg.judge.server.backend.mesh.size)
+  actors = [JudgeReplica.options(name=replica_name(run_name, i),
+                                 namespace=ray_cluster.NAMESPACE, **options)
+            .remote(cfg.judge.server) for i in range(cfg.ray.judge_replicas)]
+  try:
+    yield ray_cluster.ready([a.address.remote() for a in actors],
+                            cfg.ray.startup_timeout_s, "judge replicas")
+  finally:
+    for actor in actors:
+      ray.kill(actor)
