@@ -25,38 +25,76 @@ def _claim_devices(cfg) -> None:
         devices.detect_platform(), 0, cfg.mesh.policy.size,
         devices.TRAINER_TPU_PORT))
     return
-  needed = cfg.mesh.policy.size + (
-      cfg.mesh.judge.size if cfg.judge.placement == "in-process" else 0)
+  _cpu_devices(cfg.mesh.policy.size + (
+      cfg.mesh.judge.size if cfg.judge.placement == "in-process" else 0))
+
+
+def _cpu_devices(needed: int) -> None:
+  """Asks for `needed` virtual devices should this be a CPU host, unless
+  XLA_FLAGS already sets a count; must run before jax loads."""
   flags = os.environ.get("XLA_FLAGS", "")
   if "xla_force_host_platform_device_count" not in flags:
     os.environ["XLA_FLAGS"] = (
         f"{flags} --xla_force_host_platform_device_count={needed}".strip())
 
 
+def _stage(args) -> int:
+  """`grar sft` / `grar simpo`: one training stage on the policy mesh."""
+  import importlib
+  stage = importlib.import_module(f"orchestrator.{args.command}_stage")
+  cfg = stage.load(args.config, args.set)
+  _cpu_devices(cfg.mesh.size)
+  from orchestrator import run_dir
+  try:
+    path = stage.run(cfg)
+  except run_dir.RunDirError as e:
+    print(f"grar: error: {e}", file=sys.stderr)
+    return 1
+  print(f"\nLoRA checkpoint: {path}")
+  return 0
+
+
+def _run_errors(cfg) -> tuple[type[Exception], ...]:
+  """What a training run raises for a problem the user can fix: one line,
+  no traceback. Ray is imported only by runs that use it."""
+  from orchestrator import judge_process, run_dir, trainer
+  errors = (trainer.TrainError, run_dir.RunDirError,
+            judge_process.JudgeProcessError)
+  if cfg.ray.used:
+    from orchestrator import ray_cluster
+    errors += (ray_cluster.RayClusterError,)
+  return errors
+
+
+def _config_path(args, kind: str, marker: str):
+  """--config, or with --resume DIR the config.yaml of the DIR, a kind
+  directory when it holds `marker`."""
+  import pathlib
+  from orchestrator import run_dir
+  if not args.resume:
+    return args.config
+  if args.config:
+    raise ValueError(f"--resume takes the {kind}'s own config.yaml; use "
+                     "--set to change fields, not --config")
+  if not (pathlib.Path(args.resume) / marker).exists():
+    raise ValueError(f"--resume {args.resume}: not a {kind} directory (no "
+                     f"{marker})")
+  return pathlib.Path(args.resume) / run_dir.CONFIG
+
+
 def _train(args) -> int:
   import pathlib
   from orchestrator import config as config_lib
   from orchestrator import run_dir
-  if args.resume:
-    if args.config:
-      raise ValueError("--resume takes the run's own config.yaml; use --set "
-                       "to change fields, not --config")
-    config_path = pathlib.Path(args.resume) / run_dir.CONFIG
-    if not config_path.exists():
-      raise ValueError(f"--resume {args.resume}: not a run directory (no "
-                       f"{run_dir.CONFIG})")
-  else:
-    config_path = args.config
-  cfg = config_lib.load(config_path, args.set)
+  cfg = config_lib.load(_config_path(args, "run", run_dir.CONFIG), args.set)
   _claim_devices(cfg)
-  from orchestrator import judge_process, trainer
+  from orchestrator import trainer
   try:
     if args.resume:
       result = trainer.resume(pathlib.Path(args.resume), cfg)
     else:
       result = trainer.train(cfg)
-  except (trainer.TrainError, run_dir.RunDirError,
-          judge_process.JudgeProcessError) as e:
+  except _run_errors(cfg) as e:
     print(f"grar: error: {e}", file=sys.stderr)
     return 1
   print(f"\nrun directory: {result.run_dir}")
@@ -85,8 +123,71 @@ def _judge_serve(args) -> int:
 
 
 def _judge_score(args) -> int:
-  from orchestrator import judge_cli
-  return judge_cli.score_file(args.target, args.input)
+  from orchestrator import judge_channel, judge_cli
+  channel = judge_channel.ChannelConfig(
+      token_file=args.token_file, tls=args.tls, ca_file=args.ca_file,
+      cert_file=args.cert_file, key_file=args.key_file,
+      server_name=args.server_name)
+  return judge_cli.score_file(args.target, args.input, channel=channel)
+
+
+def _judge_import_rar(args) -> int:
+  from judge_server import rar
+  if (args.out is None) == (args.dataset is None):
+    raise ValueError("import-rar: give --out PACK.yaml (one rubric) or "
+                     "--dataset DATA.jsonl (rows with their rubrics)")
+  if args.out is not None:
+    if not args.id:
+      raise ValueError("import-rar: --id: required with --out")
+    print(rar.import_pack(args.input, args.out, args.id, args.version,
+                          args.description))
+  else:
+    print(rar.import_dataset(args.input, args.dataset, args.id_prefix,
+                             args.domain))
+  return 0
+
+
+def _pipeline(args) -> int:
+  import pathlib
+  from orchestrator import pipeline
+  cfg = pipeline.load(_config_path(args, "pipeline", pipeline.STAGES),
+                      args.set)
+  _claim_devices(cfg)
+  try:
+    result = pipeline.run(
+        cfg, pathlib.Path(args.resume) if args.resume else None)
+  except _run_errors(cfg) as e:
+    print(f"grar: error: {e}", file=sys.stderr)
+    return 1
+  print(f"\npipeline directory: {result.run_dir.parent}")
+  if result.rows:
+    print(reward_table(result.rows))
+  return 0
+
+
+def _eval(args) -> int:
+  from orchestrator import evaluate
+  cfg = evaluate.load(args.config, args.set)
+  _claim_devices(cfg)
+  from orchestrator import judge_process, trainer
+  try:
+    report = evaluate.evaluate(cfg)
+  except (trainer.TrainError, judge_process.JudgeProcessError) as e:
+    print(f"grar: error: {e}", file=sys.stderr)
+    return 1
+  print(f"\n{evaluate.table(report.summaries)}\n\nper-answer rows: "
+        f"{report.output_dir / evaluate.ROWS}")
+  return 0
+
+
+def _export(args) -> int:
+  import pathlib
+  from orchestrator import pipeline
+  from policy_worker import export
+  run = pipeline.trained(pathlib.Path(args.run_dir))
+  print(export.export(run.model, run.checkpoint, run.alpha,
+                      pathlib.Path(args.out)))
+  return 0
 
 
 def _inspect(args) -> int:
@@ -119,6 +220,33 @@ def parser() -> argparse.ArgumentParser:
                  help="continue a run from its last complete step")
   t.set_defaults(func=_train)
 
+  for name, what in (("sft", "LoRA SFT on reasoning rows (warm start)"),
+                     ("simpo", "SimPO on preference pairs, no reference "
+                      "model")):
+    stage = sub.add_parser(name, help=what)
+    with_config(stage)
+    stage.set_defaults(func=_stage)
+
+  pipe = sub.add_parser("pipeline", help="SFT, optional SimPO, then GRPO, "
+                        "each from the previous stage's LoRA")
+  with_config(pipe, required=False)
+  pipe.add_argument("--resume", metavar="PIPELINE_DIR",
+                    help="skip finished stages, finish the rest")
+  pipe.set_defaults(func=_pipeline)
+
+  ev = sub.add_parser("eval", help="base and trained policies on a held-out "
+                      "set: accuracy, judge score, length")
+  with_config(ev)
+  ev.set_defaults(func=_eval)
+
+  exp = sub.add_parser("export", help="a run's LoRA merged into the base, "
+                       "as an HF-format model directory")
+  exp.add_argument("run_dir", metavar="RUN_DIR",
+                   help="a train, sft, simpo or pipeline run directory")
+  exp.add_argument("--out", required=True, metavar="DIR",
+                   help="a new or empty directory")
+  exp.set_defaults(func=_export)
+
   ins = sub.add_parser("inspect", help="summarise a run directory and plot it")
   ins.add_argument("run_dir", metavar="RUN_DIR")
   ins.add_argument("--samples", type=int, default=3,
@@ -133,7 +261,35 @@ def parser() -> argparse.ArgumentParser:
   score = judge.add_parser("score", help="score a JSONL file of rollouts")
   score.add_argument("--target", required=True, help="HOST:PORT")
   score.add_argument("--input", required=True, help="rollouts JSONL")
+  score.add_argument("--token-file", default="",
+                     help="file whose first line is the judge's bearer token")
+  score.add_argument("--tls", action="store_true",
+                     help="TLS with the CAs gRPC ships")
+  score.add_argument("--ca-file", default="",
+                     help="TLS, trusting this CA for the judge's certificate")
+  score.add_argument("--cert-file", default="",
+                     help="client certificate (mutual TLS), with --key-file")
+  score.add_argument("--key-file", default="", help="client key")
+  score.add_argument("--server-name", default="",
+                     help="name to check the judge's certificate against")
   score.set_defaults(func=_judge_score)
+  rar = judge.add_parser(
+      "import-rar", help="convert Rubrics-as-Rewards rubrics to a rubric "
+      "pack or to dataset rows (docs/rubrics.md)")
+  rar.add_argument("input", metavar="IN", help="JSON or JSONL: RaR rubric "
+                   "items, one RaR row, or RaR rows (with --dataset)")
+  rar.add_argument("--out", metavar="PACK.yaml", help="write one rubric pack")
+  rar.add_argument("--id", help="the pack's id (with --out)")
+  rar.add_argument("--version", type=int, default=1,
+                   help="the pack's version (with --out)")
+  rar.add_argument("--description", default="",
+                   help="the pack's description (with --out)")
+  rar.add_argument("--dataset", metavar="DATA.jsonl",
+                   help="write dataset rows with their rubrics inline")
+  rar.add_argument("--id-prefix", default="rar",
+                   help="row ids for rows without one: PREFIX-N")
+  rar.add_argument("--domain", default="", help="the rows' domain")
+  rar.set_defaults(func=_judge_import_rar)
 
   models = sub.add_parser("models", help="model checkpoints").add_subparsers(
       dest="models_command", required=True)

@@ -5,6 +5,7 @@ from typing import Literal
 
 from judge_server import strict
 from judge_server.config import JudgeConfig, MeshShape
+from orchestrator.judge_channel import ChannelConfig
 from policy_worker.spec import ModelSpec
 
 
@@ -51,6 +52,10 @@ class GRPOConfig:
   max_grad_norm: float = 1.0
   lora_rank: int = 4
   lora_alpha: float = 8.0
+  # A LoRA checkpoint (e.g. an SFT stage's) to start from instead of qwix's
+  # zero adapters; its rank and alpha must be lora_rank and lora_alpha. It is
+  # the KL reference too: GRPO stays near the policy it started from.
+  init_from: str = ""
 
   def __post_init__(self):
     _positive(self, "epsilon", "learning_rate", "max_grad_norm", "lora_rank",
@@ -87,8 +92,10 @@ class JudgeRunConfig:
   """Where the judge runs. in-process: on the judge mesh of the trainer's
   process, behind a loopback gRPC server; subprocess: a judge server process
   on this host with the judge's devices (mesh.judge) to itself; remote: a
-  judge server at `target`. The trainer reaches all three over gRPC."""
-  placement: Literal["in-process", "subprocess", "remote"] = "in-process"
+  judge server at `target`; ray: ray.judge_replicas judge servers as Ray
+  actors, rollouts spread over them. The trainer reaches all over gRPC."""
+  placement: Literal["in-process", "subprocess", "remote", "ray"] = (
+      "in-process")
   target: str = ""
   timeout_s: float = 300.0
   startup_timeout_s: float = 300.0  # for a judge process to listen
@@ -98,6 +105,8 @@ class JudgeRunConfig:
   max_unscorable_rate: float = 0.5
   unscorable_patience: int = 3
   server: JudgeConfig = JudgeConfig()
+  # How the trainer connects: token file, TLS files (orchestrator.judge_channel).
+  client: ChannelConfig = ChannelConfig()
 
   def __post_init__(self):
     _positive(self, "timeout_s", "startup_timeout_s", "unscorable_patience")
@@ -128,6 +137,48 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ActorResources:
+  """What one Ray actor asks the cluster for, e.g. num_gpus: 1 on GPU nodes
+  or resources: {TPU: 4} on TPU VMs."""
+  num_cpus: float = 1.0
+  num_gpus: float = 0.0
+  resources: dict[str, float] = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    for name in ("num_cpus", "num_gpus"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"{name}: must be >= 0")
+    for name, amount in self.resources.items():
+      if amount <= 0:
+        raise ValueError(f"resources.{name}: must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class RayConfig:
+  """Scale-out on a Ray cluster, the trainer being its driver. address: a
+  running cluster (HOST:PORT or "auto"); "" starts a local one.
+  rollout_workers: actors that generate rollouts (0: the trainer does).
+  judge_replicas: judge servers as actors, for judge.placement ray."""
+  address: str = ""
+  rollout_workers: int = 0
+  judge_replicas: int = 0
+  rollout_worker: ActorResources = ActorResources()
+  judge_replica: ActorResources = ActorResources()
+  # For the actors to be ready: placed, models built, judges listening.
+  startup_timeout_s: float = 300.0
+
+  def __post_init__(self):
+    for name in ("rollout_workers", "judge_replicas"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"{name}: must be >= 0")
+    _positive(self, "startup_timeout_s")
+
+  @property
+  def used(self) -> bool:
+    return bool(self.rollout_workers or self.judge_replicas)
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
   model: ModelSpec = ModelSpec()
   mesh: MeshConfig = MeshConfig()
@@ -137,6 +188,7 @@ class RunConfig:
   rewards: RewardsConfig = RewardsConfig()
   judge: JudgeRunConfig = JudgeRunConfig()
   train: TrainConfig = TrainConfig()
+  ray: RayConfig = RayConfig()
   output_dir: str = "runs"
   run_name: str = ""  # default: a timestamp
 
@@ -146,6 +198,16 @@ class RunConfig:
       raise ValueError(
           f"train.batch_size: batch_size x num_generations = {batch} must be a "
           f"multiple of mesh.policy.fsdp={self.mesh.policy.fsdp}")
+    if (self.judge.placement == "ray") != (self.ray.judge_replicas > 0):
+      raise ValueError(
+          "ray.judge_replicas: must be >= 1 exactly when judge.placement is "
+          f"'ray' (placement {self.judge.placement!r}, "
+          f"{self.ray.judge_replicas} replicas)")
+    if self.ray.rollout_workers > self.train.batch_size:
+      raise ValueError(
+          f"ray.rollout_workers: {self.ray.rollout_workers} workers for "
+          f"train.batch_size={self.train.batch_size} prompts would leave some "
+          "idle; use at most batch_size")
 
 
 def load(path, overrides=()) -> RunConfig:

@@ -26,11 +26,13 @@ import jax
 import numpy as np
 import yaml
 
+from judge_server import __main__ as judge_main
 from judge_server import server as judge_server_lib
-from judge_server.backends import jax_local, openai_compat
+from judge_server.backends import jax_local
 from orchestrator import dataset as dataset_lib
 from orchestrator import journal as journal_lib
 from orchestrator import judge_client as judge_client_lib
+from orchestrator import judge_pool
 from orchestrator import judge_process
 from orchestrator import mesh as mesh_lib
 from orchestrator import metrics as metrics_lib
@@ -64,7 +66,7 @@ class _InFlight:
   components: dict[str, np.ndarray]
   ref_logps: jax.Array | None
   old_logps: jax.Array | None
-  version: int  # policy version that generated it
+  versions: np.ndarray  # per rollout, the policy version that generated it
   time_generate: float
 
 
@@ -83,9 +85,15 @@ _PLATFORMS = {"cpu": "cpu", "gpu": "gpu", "cuda": "gpu", "tpu": "tpu"}
 
 @contextlib.contextmanager
 def _judge_target(cfg: RunConfig, judge_mesh, run_dir: pathlib.Path):
-  """Yields the judge's address, starting the judge first unless remote."""
+  """Yields the judge's address, starting the judge first unless remote;
+  placement ray: the addresses of its replicas."""
   if cfg.judge.placement == "remote":
     yield cfg.judge.target
+    return
+  if cfg.judge.placement == "ray":
+    from orchestrator import ray_judges  # ray only where a run uses it
+    with ray_judges.started(cfg, run_dir.name) as addresses:
+      yield addresses
     return
   server_cfg = cfg.judge.server
   if cfg.judge.placement == "subprocess":
@@ -97,17 +105,24 @@ def _judge_target(cfg: RunConfig, judge_mesh, run_dir: pathlib.Path):
         timeout_s=cfg.judge.startup_timeout_s) as address:
       yield address
     return
-  if server_cfg.backend.kind == "openai":
-    # The judge model is behind the endpoint: only the service runs here.
-    backend = openai_compat.build(server_cfg.backend)
-  else:
+  if server_cfg.backend.kind == "jax":
     backend = jax_local.build(server_cfg.backend, judge_mesh)
+  else:
+    # The judge model is behind an endpoint: only the service runs here.
+    backend = judge_main.build_backend(server_cfg.backend)
   handle = judge_server_lib.run_in_thread(
       dataclasses.replace(server_cfg, host="127.0.0.1", port=0), backend)
   try:
     yield handle.address
   finally:
     handle.stop()
+
+
+def _judge_client(cfg: RunConfig, target):
+  if cfg.judge.placement == "ray":
+    return judge_pool.JudgePool(target, cfg.judge.timeout_s, cfg.judge.client)
+  return judge_client_lib.JudgeClient(target, cfg.judge.timeout_s,
+                                      cfg.judge.client)
 
 
 def _judge_requests(step, batch, texts, num_generations, aggregation):
@@ -142,6 +157,16 @@ def _compose(components, cfg: RunConfig) -> np.ndarray:
   return rewards_lib.composite(components, weights)
 
 
+def _init_lora(model, directory: pathlib.Path) -> None:
+  if not directory.is_dir():
+    raise TrainError(f"grpo.init_from: no LoRA checkpoint at {directory}")
+  try:
+    checkpoint.restore_lora(directory, model)
+  except ValueError as e:
+    raise TrainError(f"grpo.init_from: {e}; set grpo.lora_rank to the "
+                     "checkpoint's") from None
+
+
 class _Trainer:
   """The models, the judge connection and the run directory of one run."""
 
@@ -157,10 +182,22 @@ class _Trainer:
     self.policy = models.apply_lora(
         policy, policy_mesh, rank=cfg.grpo.lora_rank,
         alpha=cfg.grpo.lora_alpha, seed=cfg.train.seed)
+    if cfg.grpo.init_from:
+      self.reference = models.apply_lora(
+          self.reference, policy_mesh, rank=cfg.grpo.lora_rank,
+          alpha=cfg.grpo.lora_alpha, seed=cfg.train.seed)
+      for model in (self.policy, self.reference):
+        _init_lora(model, pathlib.Path(cfg.grpo.init_from))
     self.generator = rollout.RolloutGenerator(
         self.policy, self.tokenizer, policy_mesh,
         max_prompt_tokens=cfg.rollout.max_prompt_tokens,
         max_new_tokens=cfg.rollout.max_new_tokens)
+    # With Ray rollout workers the trainer only trains; they generate.
+    self.workers = None
+    if cfg.ray.rollout_workers:
+      from orchestrator import ray_workers
+      self.workers = ray_workers.RolloutPool(
+          cfg, cfg.ray.rollout_workers, self.tokenizer.pad_id())
     self.prompts = {ex.id: templates.render(ex.prompt) for ex in examples}
     too_long = {i: n for i, p in self.prompts.items()
                 if (n := self.generator.prompt_length(p))
@@ -180,7 +217,12 @@ class _Trainer:
             max_grad_norm=cfg.grpo.max_grad_norm,
             temperature=cfg.rollout.temperature))
     self.version = 0
+    self._publish()
     self.unscorable_streak = 0
+
+  def _publish(self) -> None:
+    if self.workers:
+      self.workers.publish(self.version, self.policy)
 
   def produce(self, step: int) -> _InFlight:
     """Generates step's batch and hands it to the judge; returns at once
@@ -190,10 +232,15 @@ class _Trainer:
     batch = [self.examples[i] for i in batch_for_step(
         len(self.examples), cfg.train.batch_size, cfg.data.shuffle_seed,
         step)]
-    rolls = self.generator.generate(
-        [self.prompts[ex.id] for ex in batch], G,
-        temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
-        seed=cfg.train.seed * 1_000_003 + step)
+    prompts = [self.prompts[ex.id] for ex in batch]
+    sampling = {"temperature": cfg.rollout.temperature,
+                "top_p": cfg.rollout.top_p,
+                "seed": cfg.train.seed * 1_000_003 + step}
+    if self.workers:
+      rolls, versions = self.workers.generate(prompts, G, **sampling)
+    else:
+      rolls = self.generator.generate(prompts, G, **sampling)
+      versions = np.full(len(rolls.texts), self.version)
     time_generate = time.monotonic() - t0
     requests = _judge_requests(step, batch, rolls.texts, G,
                                cfg.judge.aggregation)
@@ -206,7 +253,7 @@ class _Trainer:
     old_logps = (self.updater.policy_logps(rolls) if cfg.train.staleness
                  else None)
     return _InFlight(step, batch, rolls, requests, judged, components,
-                     ref_logps, old_logps, self.version, time_generate)
+                     ref_logps, old_logps, versions, time_generate)
 
   def train_on(self, item: _InFlight, journal, t_start: float) -> dict:
     """Waits for the batch's judgements, updates the policy, logs the step."""
@@ -220,12 +267,16 @@ class _Trainer:
     components["judge"] = np.array(
         [r.reward if ok else np.nan for r, ok in zip(results, scored)])
     reward = _compose(components, cfg)
+    # Past the bound (a worker that lagged): not trained on, counted.
+    staleness = self.version - item.versions
+    stale = staleness > cfg.train.staleness
+    reward[stale] = np.nan
     advantages, valid = group_advantages(reward, G)
     update = self.updater.step(item.rollouts, advantages, valid,
                                item.ref_logps, item.old_logps)
     self.generator.sync(self.policy)
-    staleness = self.version - item.version
     self.version += 1
+    self._publish()
     t2 = time.monotonic()
 
     lengths = item.rollouts.completion_lengths
@@ -239,7 +290,8 @@ class _Trainer:
          "judge_status": judge_pb2.Status.Name(res.status),
          "judge_reason": res.reason, "judge_latency_ms": res.latency_ms,
          "judge_criteria": [[c.index, c.score] for c in res.criteria],
-         "policy_version": item.version, "staleness": staleness}
+         "policy_version": int(item.versions[i]),
+         "staleness": int(staleness[i])}
         for i, (req, ex, text, n, res) in enumerate(zip(
             item.requests, owners, item.rollouts.texts, lengths, results))])
     latencies = np.array([r.latency_ms for r, ok in zip(results, scored) if ok])
@@ -253,7 +305,7 @@ class _Trainer:
         "unscorable_rate": float((~scored).mean()),
         "masked_rollouts": int((~valid).sum()),
         "dropped_groups": int((~valid.reshape(-1, G)).all(axis=1).sum()),
-        "zero_spread_groups": float(np.mean(np.nanstd(groups, axis=1) == 0)),
+        "zero_spread_groups": _zero_spread(groups),
         "judge_latency_p50_ms": float(np.percentile(latencies, 50))
                                 if latencies.size else float("nan"),
         "judge_latency_p99_ms": float(np.percentile(latencies, 99))
@@ -262,7 +314,8 @@ class _Trainer:
         "completion_len_mean": float(lengths.mean()),
         "tokens_per_s": float(lengths.sum() / item.time_generate),
         **update,
-        "staleness": staleness,
+        "staleness": int(staleness.max()),
+        "stale_dropped": int(stale.sum()),
         "time_generate": item.time_generate,
         "time_judge_wait": t1 - t0, "time_train": t2 - t1,
         "time_step": time.monotonic() - t_start})
@@ -292,6 +345,18 @@ class _Trainer:
                        self.policy, self.updater.optimizer)
     self.generator.sync(self.policy)
     self.version = manifest.step
+    self._publish()
+
+
+def _zero_spread(groups: np.ndarray) -> float:
+  """Fraction of groups [N, G] whose scored rewards are all equal (no
+  learning signal); a fully unscorable group is dropped, not zero-spread."""
+  live = groups[~np.isnan(groups).all(axis=1)]
+  return float(np.sum(np.nanstd(live, axis=1) == 0) / len(groups))
+
+
+def _say(message: str) -> None:
+  print(f"grar: {message}", file=sys.stderr, flush=True)
 
 
 def train(cfg: RunConfig) -> RunResult:
@@ -306,6 +371,16 @@ def resume(run_dir: pathlib.Path, cfg: RunConfig) -> RunResult:
 
 
 def _run(cfg: RunConfig, resume_dir: pathlib.Path | None) -> RunResult:
+  if not cfg.ray.used:
+    return _run_connected(cfg, resume_dir)
+  from orchestrator import ray_cluster
+  # Joined before jax starts its threads: a local cluster's processes fork.
+  with ray_cluster.connected(cfg.ray):
+    return _run_connected(cfg, resume_dir)
+
+
+def _run_connected(cfg: RunConfig,
+                   resume_dir: pathlib.Path | None) -> RunResult:
   packs = judge_server_lib.load_packs(cfg.judge.server.rubric_dir)
   examples = dataset_lib.load_jsonl(cfg.data.path, packs.keys())
   if len(examples) < cfg.train.batch_size:
@@ -318,9 +393,9 @@ def _run(cfg: RunConfig, resume_dir: pathlib.Path | None) -> RunResult:
       cfg.judge.server.backend.model if judge_shape else None)
   where = (f"judge mesh on the next {cfg.mesh.judge.size}" if judge_shape
            else f"judge {cfg.judge.placement}")
-  print(f"grar: {len(devs)} {devs[0].platform} devices: policy mesh on "
-        f"{cfg.mesh.policy.size} (fsdp={cfg.mesh.policy.fsdp}, "
-        f"tp={cfg.mesh.policy.tp}), {where}", file=sys.stderr, flush=True)
+  _say(f"{len(devs)} {devs[0].platform} devices: policy mesh on "
+       f"{cfg.mesh.policy.size} (fsdp={cfg.mesh.policy.fsdp}, "
+       f"tp={cfg.mesh.policy.tp}), {where}")
 
   if resume_dir is None:
     run_dir = run_dir_lib.create(cfg.output_dir, cfg.run_name,
@@ -334,16 +409,23 @@ def _run(cfg: RunConfig, resume_dir: pathlib.Path | None) -> RunResult:
         yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
   first = (manifest.step if manifest else 0) + 1
   rows = []
+  t0 = time.monotonic()
   with _judge_target(cfg, judge_mesh, run_dir) as target, \
-      judge_client_lib.JudgeClient(target, cfg.judge.timeout_s) as client:
+      _judge_client(cfg, target) as client:
     try:
       client.wait_ready(cfg.judge.timeout_s)
     except TimeoutError as e:
       raise TrainError(f"{e}; start the judge server or fix judge.target"
                        ) from None
+    _say(f"judge ready at {target} ({time.monotonic() - t0:.0f} s)")
     # One judge call in flight per batch the pipeline holds.
     pool = concurrent.futures.ThreadPoolExecutor(cfg.train.staleness + 1)
+    t0 = time.monotonic()
     trainer = _Trainer(cfg, run_dir, examples, policy_mesh, client, pool)
+    # Until the first progress line, the user would otherwise see nothing
+    # for minutes with a real model on CPU.
+    _say(f"policy and reference loaded ({time.monotonic() - t0:.0f} s); the "
+         "first steps also compile generation, scoring and the update")
     if manifest:
       trainer.restore(manifest)
     metrics = metrics_lib.MetricsWriter(run_dir, run_dir_lib.METRICS, first,
@@ -368,6 +450,8 @@ def _run(cfg: RunConfig, resume_dir: pathlib.Path | None) -> RunResult:
     finally:
       # A failed run must not wait out the judge calls still in flight.
       pool.shutdown(wait=False, cancel_futures=True)
+      if trainer.workers:
+        trainer.workers.close()
       journal.close()
       metrics.close()
   return RunResult(run_dir, rows)
