@@ -18,6 +18,7 @@ from judge_server import prompts
 from judge_server.backends import openai_compat
 from judge_server.rubric import Rubric
 from judge_server.strict import ConfigError
+from orchestrator import journal
 import processes
 from protos import judge_pb2, judge_pb2_grpc
 
@@ -167,8 +168,8 @@ def test_deadline_concurrency_cap_and_api_key(monkeypatch):
     ({"openai": {"timeout_s": 0}}, "backend.openai.timeout_s: must be > 0"),
     ({"openai": {"top_logprobs": -1}},
      "backend.openai.top_logprobs: must be >= 0"),
-    ({"kind": "gemini"},
-     "backend.kind: 'gemini' is not one of 'jax', 'openai'"),
+    ({"kind": "claude"},
+     "backend.kind: 'claude' is not one of 'jax', 'openai', 'gemini'"),
 ])
 def test_bad_openai_config_names_the_field(tmp_path, backend, problem):
   path = tmp_path / "judge.yaml"
@@ -244,3 +245,23 @@ def test_judge_server_scores_through_vllm_where_jax_cannot_import(
     assert proc.wait(timeout=60) == 0
   finally:
     processes.stop(proc)
+
+
+def test_training_judged_by_vllm_with_the_shipped_config(vllm, tmp_path):
+  """configs/cpu-vllm-judge.yaml as shipped, pointed at the test's server;
+  the policy shrunk to the tiny model to keep it to one cheap step."""
+  proc = processes.grar(
+      "train", "--config", "configs/cpu-vllm-judge.yaml",
+      "--set", f"judge.server.backend.openai.base_url={vllm.base_url}",
+      "--set", f"judge.server.backend.openai.model={vllm.model}",
+      "--set", "model={family: gemma3-tiny}", "--set", "judge.aggregation=implicit",
+      "--set", "rollout.num_generations=2", "--set", "rollout.max_new_tokens=8",
+      "--set", "rollout.max_prompt_tokens=512",  # the byte tokenizer's
+      "--set", "train.steps=1", "--set", "train.batch_size=1",
+      "--set", f"output_dir={tmp_path}", "--set", "run_name=vllm")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  records = list(journal.read(tmp_path / "vllm" / "journal.msgpack"))
+  assert len(records) == 2
+  for r in records:
+    assert r["judge_status"] == "SCORED", r
+    assert 0.0 <= r["rewards"]["judge"] <= 1.0
