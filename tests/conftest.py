@@ -24,15 +24,22 @@ os.environ.setdefault(
 
 @pytest.fixture(scope="session")
 def gemma3_270m_dir(tmp_path_factory) -> pathlib.Path:
-  """The shipped Gemma-3-270M, prepared once per test run."""
-  return prepare.prepare_gemma3_270m(
-      tmp_path_factory.mktemp("models") / "gemma3-270m")
+  """The shipped Gemma-3-270M, prepared once per test run: the suite's xdist
+  workers share the run's temporary root, and the first to get there
+  prepares it while the other waits (preparing reuses a complete one)."""
+  root = tmp_path_factory.getbasetemp()
+  if "PYTEST_XDIST_WORKER" in os.environ:
+    root = root.parent
+  with vllm_server.exclusive(root / "gemma3-270m.lock"):
+    return prepare.prepare_gemma3_270m(root / "models" / "gemma3-270m")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def vllm(gemma3_270m_dir, tmp_path_factory) -> vllm_server.Server:
-  """One vLLM server serving it for the whole run: it takes over a minute
-  to start on 2 cores."""
+  """A vLLM server serving it for a test module (over a minute to start on
+  2 cores). Per module, not per run: vllm_server runs one server at a time
+  on the machine (each holds about 6 GB), and test_export.py and the other
+  worker need theirs too."""
   with vllm_server.serving(gemma3_270m_dir,
                            tmp_path_factory.mktemp("vllm") / "vllm.log") as s:
     yield s

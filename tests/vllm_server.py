@@ -9,10 +9,12 @@ behind it.
 
 import contextlib
 import dataclasses
+import fcntl
 import os
 import pathlib
 import signal
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -76,11 +78,31 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
+def exclusive(lock: pathlib.Path) -> Iterator[None]:
+  """Holds an exclusive lock on the file `lock` (made if missing) for the
+  block; another process asking for it waits."""
+  with lock.open("a") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def serving(model_dir: pathlib.Path, log: pathlib.Path) -> Iterator[Server]:
   """Serves `model_dir` as SERVED_NAME until the block ends; the server's
-  output goes to `log`."""
+  output goes to `log`. One server at a time on this machine: each holds
+  about 6 GB, and the test workers each may want one."""
   if not PYTHON.exists():
     raise FileNotFoundError(f"{PYTHON} is missing: run `make vllm`")
+  with exclusive(pathlib.Path(tempfile.gettempdir()) / "grar-vllm.lock"):
+    with _serving(model_dir, log) as server:
+      yield server
+
+
+@contextlib.contextmanager
+def _serving(model_dir: pathlib.Path, log: pathlib.Path) -> Iterator[Server]:
   port = free_port()
   env = dict(os.environ,
              # GiB of KV cache; vLLM's CPU default takes far more than the
