@@ -6,7 +6,6 @@ where nothing listens: no jax, and a rollout that got past the security
 layers comes back UNSCORABLE with an infrastructure reason, which is how
 these tests see that it reached the backend."""
 
-import io
 import json
 import subprocess
 
@@ -20,7 +19,7 @@ from judge_server import config as config_lib
 from judge_server import server
 from judge_server import strict
 from judge_server.backends import openai_compat
-from orchestrator import judge_cli
+from orchestrator import cli
 from orchestrator.judge_channel import ChannelConfig, ChannelError, create
 from orchestrator.judge_client import JudgeClient, JudgeRequestError
 from protos import judge_pb2, judge_pb2_grpc
@@ -261,18 +260,23 @@ def test_mutual_tls_needs_a_client_certificate_from_the_ca(mtls_judge, pki):
                     key_file=str(pki / "intruder.key"))))
 
 
-def test_score_file_over_tls_with_token(tls_judge, pki, tmp_path):
+def test_grar_judge_score_over_tls_with_token(tls_judge, pki, tmp_path,
+                                             capsys):
   path = tmp_path / "rollouts.jsonl"
   path.write_text(json.dumps({"prompt": "What is 2 + 2?", "completion": "4",
                               "rubric_id": "math-solution"}) + "\n")
-  out = io.StringIO()
-  assert judge_cli.score_file(
-      tls_judge.address, str(path), out, timeout_s=30,
-      channel=ChannelConfig(token_file=str(pki / "token0"),
-                            ca_file=str(pki / "ca.pem"))) == 0
-  (line,) = out.getvalue().splitlines()
+  assert cli.main([
+      "judge", "score", "--target", tls_judge.address, "--input", str(path),
+      "--token-file", str(pki / "token0"),
+      "--ca-file", str(pki / "ca.pem")]) == 0
+  (line,) = capsys.readouterr().out.splitlines()
   assert json.loads(line)["status"] == "unscorable"
   assert "infrastructure: " in json.loads(line)["reason"]
+  # Without the token the judge refuses: one line, exit 2.
+  assert cli.main([
+      "judge", "score", "--target", tls_judge.address, "--input", str(path),
+      "--ca-file", str(pki / "ca.pem")]) == 2
+  assert "authorization: missing" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("overrides, problem", [
