@@ -9,7 +9,8 @@ from orchestrator.judge_channel import ChannelConfig
 from policy_worker.spec import ModelSpec
 
 
-def _positive(obj, *names):
+def positive(obj, *names):
+  """Raises ValueError naming the first of `names` of `obj` not above 0."""
   for name in names:
     if getattr(obj, name) <= 0:
       raise ValueError(f"{name}: must be > 0, got {getattr(obj, name)}")
@@ -36,7 +37,7 @@ class RolloutConfig:
   top_p: float = 1.0
 
   def __post_init__(self):
-    _positive(self, "max_prompt_tokens", "max_new_tokens", "temperature")
+    positive(self, "max_prompt_tokens", "max_new_tokens", "temperature")
     if self.num_generations < 2:
       raise ValueError("num_generations: GRPO needs >= 2 completions per "
                        "prompt to compare them")
@@ -58,7 +59,7 @@ class GRPOConfig:
   init_from: str = ""
 
   def __post_init__(self):
-    _positive(self, "epsilon", "learning_rate", "max_grad_norm", "lora_rank",
+    positive(self, "epsilon", "learning_rate", "max_grad_norm", "lora_rank",
               "lora_alpha")
     if self.beta < 0:
       raise ValueError("beta: must be >= 0")
@@ -109,7 +110,7 @@ class JudgeRunConfig:
   client: ChannelConfig = ChannelConfig()
 
   def __post_init__(self):
-    _positive(self, "timeout_s", "startup_timeout_s", "unscorable_patience")
+    positive(self, "timeout_s", "startup_timeout_s", "unscorable_patience")
     if not 0 <= self.max_unscorable_rate <= 1:
       raise ValueError("max_unscorable_rate: must be in [0, 1]")
     if self.placement == "remote" and not self.target:
@@ -129,7 +130,7 @@ class TrainConfig:
   staleness: int = 1
 
   def __post_init__(self):
-    _positive(self, "steps", "batch_size")
+    positive(self, "steps", "batch_size")
     if self.checkpoint_every < 0:
       raise ValueError("checkpoint_every: must be >= 0")
     if self.staleness < 0:
@@ -171,7 +172,7 @@ class RayConfig:
     for name in ("rollout_workers", "judge_replicas"):
       if getattr(self, name) < 0:
         raise ValueError(f"{name}: must be >= 0")
-    _positive(self, "startup_timeout_s")
+    positive(self, "startup_timeout_s")
 
   @property
   def used(self) -> bool:

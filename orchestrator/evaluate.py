@@ -108,8 +108,8 @@ def evaluate(cfg: EvalConfig) -> Report:
   (out / "config.yaml").write_text(
       yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
   summaries = {}
-  with trainer._judge_target(cfg, judge_mesh, out) as target, \
-      trainer._judge_client(cfg, target) as client, \
+  with trainer.judge_target(cfg, judge_mesh, out) as target, \
+      trainer.judge_client(cfg, target) as client, \
       open(out / ROWS, "w", encoding="utf-8") as rows_file:
     try:
       client.wait_ready(cfg.judge.timeout_s)
@@ -154,7 +154,7 @@ def _answers(cfg: EvalConfig, trained, examples, mesh, client,
     # Without top_p, tunix's sampler takes the most likely token.
     rolls = generator.generate([templates.render(ex.prompt) for ex in batch],
                                1, temperature=1.0, top_p=None, seed=0)
-    requests = trainer._judge_requests(name, batch, rolls.texts, 1,
+    requests = trainer.judge_requests(name, batch, rolls.texts, 1,
                                        cfg.judge.aggregation)
     judged = client.score(requests)
     for ex, text, n, request in zip(batch, rolls.texts,

@@ -37,12 +37,12 @@ class MetricsWriter:
       if key != "step":
         self._tb.add_scalar(key, value, step)
     self._tb.flush()
-    self._progress(step, row)
+    self.progress(step, row)
 
   def close(self) -> None:
     self._tb.close()
 
-  def _progress(self, step: int, row) -> None:
+  def progress(self, step: int, row) -> None:
     done = step - self._first + 1
     elapsed = time.monotonic() - self._start
     eta = elapsed / done * (self._total - step)

@@ -14,7 +14,7 @@ import jax
 
 from orchestrator import metrics as metrics_lib
 from orchestrator import run_dir as run_dir_lib
-from orchestrator.config import _positive
+from orchestrator.config import positive
 from orchestrator.sft_data import split_eval
 from orchestrator.trainer import batch_for_step
 from policy_worker import checkpoint, models
@@ -45,7 +45,7 @@ class StageConfig:
   seed: int = 0
 
   def __post_init__(self):
-    _positive(self, "steps", "batch_size", "learning_rate", "max_grad_norm",
+    positive(self, "steps", "batch_size", "learning_rate", "max_grad_norm",
               "lora_rank", "lora_alpha", "max_tokens")
     if not self.data:
       raise ValueError("data: required (a JSONL or parquet file, or a "
@@ -152,7 +152,7 @@ class StageMetrics(metrics_lib.MetricsWriter):
                 **{c: values.get(c, math.nan) for c in self._wanted},
                 "time_s": time.monotonic() - self._start})
 
-  def _progress(self, step: int, row) -> None:
+  def progress(self, step: int, row) -> None:
     width = 20
     filled = int(width * step / self._total)
     shown = "  ".join(f"{c} {row[c]:.4f}" for c in self._shown

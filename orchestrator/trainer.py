@@ -84,7 +84,7 @@ _PLATFORMS = {"cpu": "cpu", "gpu": "gpu", "cuda": "gpu", "tpu": "tpu"}
 
 
 @contextlib.contextmanager
-def _judge_target(cfg: RunConfig, judge_mesh, run_dir: pathlib.Path):
+def judge_target(cfg: RunConfig, judge_mesh, run_dir: pathlib.Path):
   """Yields the judge's address, starting the judge first unless remote;
   placement ray: the addresses of its replicas."""
   if cfg.judge.placement == "remote":
@@ -118,14 +118,15 @@ def _judge_target(cfg: RunConfig, judge_mesh, run_dir: pathlib.Path):
     handle.stop()
 
 
-def _judge_client(cfg: RunConfig, target):
+def judge_client(cfg: RunConfig, target):
+  """The client of judge_target's target(s): a pool over Ray replicas."""
   if cfg.judge.placement == "ray":
     return judge_pool.JudgePool(target, cfg.judge.timeout_s, cfg.judge.client)
   return judge_client_lib.JudgeClient(target, cfg.judge.timeout_s,
                                       cfg.judge.client)
 
 
-def _judge_requests(step, batch, texts, num_generations, aggregation):
+def judge_requests(step, batch, texts, num_generations, aggregation):
   requests = []
   for i, text in enumerate(texts):
     ex = batch[i // num_generations]
@@ -242,7 +243,7 @@ class _Trainer:
       rolls = self.generator.generate(prompts, G, **sampling)
       versions = np.full(len(rolls.texts), self.version)
     time_generate = time.monotonic() - t0
-    requests = _judge_requests(step, batch, rolls.texts, G,
+    requests = judge_requests(step, batch, rolls.texts, G,
                                cfg.judge.aggregation)
     judged = self.pool.submit(self.client.score, requests)
     owners = [batch[i // G] for i in range(len(rolls.texts))]
@@ -410,8 +411,8 @@ def _run_connected(cfg: RunConfig,
   first = (manifest.step if manifest else 0) + 1
   rows = []
   t0 = time.monotonic()
-  with _judge_target(cfg, judge_mesh, run_dir) as target, \
-      _judge_client(cfg, target) as client:
+  with judge_target(cfg, judge_mesh, run_dir) as target, \
+      judge_client(cfg, target) as client:
     try:
       client.wait_ready(cfg.judge.timeout_s)
     except TimeoutError as e:

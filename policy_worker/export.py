@@ -53,7 +53,7 @@ def export(spec: ModelSpec, lora_dir: pathlib.Path | None, alpha: float,
       hf_tensors(weights, model.config), f, metadata={"format": "pt"})}
   if spec.model_dir is None:
     writers.update(_byte_tokenizer_files())
-    writers["config.json"] = prepare._json(hf_config(model.config))
+    writers["config.json"] = prepare.json_writer(hf_config(model.config))
   else:
     for source in sorted(spec.model_dir.iterdir()):
       if (source.is_file() and source.suffix != ".safetensors"
@@ -61,9 +61,9 @@ def export(spec: ModelSpec, lora_dir: pathlib.Path | None, alpha: float,
         writers[source.name] = (
             lambda f, source=source: shutil.copyfile(source, f))
   out_dir.mkdir(parents=True, exist_ok=True)
-  sizes = {name: prepare._write(out_dir / name, write)
+  sizes = {name: prepare.write_atomically(out_dir / name, write)
            for name, write in writers.items()}
-  prepare._write(out_dir / prepare.MANIFEST, prepare._json({
+  prepare.write_atomically(out_dir / prepare.MANIFEST, prepare.json_writer({
       "format": prepare.FORMAT,
       "source": f"{spec.name} + LoRA {lora_dir}" if lora_dir else spec.name,
       "files": sizes}))
@@ -187,7 +187,7 @@ def hf_config(config: gemma3.ModelConfig) -> dict:
                        "factor": float(config.global_scale_factor)},
       "sliding_window": config.sliding_window_size,
       "sliding_window_pattern": len(pattern),
-      "layer_types": models._layer_types(pattern, config.num_layers),
+      "layer_types": models.layer_types(pattern, config.num_layers),
       "final_logit_softcapping": None,
       "attn_logit_softcapping": None,
       "attention_bias": False,
@@ -216,7 +216,7 @@ def _byte_tokenizer_files() -> dict:
                           for text in _SPECIAL.values()])
   return {
       "tokenizer.json": lambda f: tok.save(str(f)),
-      "tokenizer_config.json": prepare._json({
+      "tokenizer_config.json": prepare.json_writer({
           "bos_token": _SPECIAL[tokenizer.BOS],
           "eos_token": _SPECIAL[tokenizer.EOS],
           "pad_token": _SPECIAL[tokenizer.PAD],

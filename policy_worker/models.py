@@ -69,7 +69,7 @@ _LAYER_TYPES = {gemma3.AttentionType.LOCAL_SLIDING: "sliding_attention",
                 gemma2.AttentionType.GLOBAL: "full_attention"}
 
 
-def _layer_types(pattern, num_layers: int) -> list[str]:
+def layer_types(pattern, num_layers: int) -> list[str]:
   return [_LAYER_TYPES[t] for t in itertools.islice(
       itertools.cycle(pattern), num_layers)]
 
@@ -85,7 +85,7 @@ def _require(hf: dict, key: str, allowed, default) -> None:
 def _gemma3_hf_config(hf: dict, dtype) -> gemma3.ModelConfig:
   """tunix's Gemma-3 config from transformers' Gemma3 (text) config.json."""
   layers, head_dim = hf["num_hidden_layers"], hf["head_dim"]
-  pattern = _layer_types(gemma3.GEMMA3_ATTENTION_PATTERN, layers)
+  pattern = layer_types(gemma3.GEMMA3_ATTENTION_PATTERN, layers)
   _require(hf, "layer_types", [pattern], pattern)
   _require(hf, "sliding_window_pattern",
            [len(gemma3.GEMMA3_ATTENTION_PATTERN)], 6)
@@ -123,8 +123,8 @@ def _gemma2_hf_config(hf: dict, dtype) -> gemma2.ModelConfig:
   del dtype
   layers, head_dim = hf["num_hidden_layers"], hf["head_dim"]
   pattern = (gemma2.AttentionType.LOCAL_SLIDING, gemma2.AttentionType.GLOBAL)
-  layer_types = _layer_types(pattern, layers)
-  _require(hf, "layer_types", [layer_types], layer_types)
+  types = layer_types(pattern, layers)
+  _require(hf, "layer_types", [types], types)
   # tunix's Gemma-2 hard-codes these.
   _require(hf, "query_pre_attn_scalar", [head_dim], head_dim)
   _require(hf, "rope_theta", [10_000], 10_000)

@@ -127,18 +127,18 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
           _tensors(reader, meta, gguf_path), f, metadata={"format": "pt"}),
       "tokenizer.json": lambda f: vocab.hf_tokenizer().save(str(f)),
       "tokenizer.model": lambda f: f.write_bytes(vocab.sentencepiece_model()),
-      "tokenizer_config.json": _json(vocab.tokenizer_config(meta)),
-      "special_tokens_map.json": _json(vocab.special_tokens_map()),
-      "generation_config.json": _json(vocab.generation_config()),
-      "config.json": _json(_hf_config(meta, vocab)),
+      "tokenizer_config.json": json_writer(vocab.tokenizer_config(meta)),
+      "special_tokens_map.json": json_writer(vocab.special_tokens_map()),
+      "generation_config.json": json_writer(vocab.generation_config()),
+      "config.json": json_writer(_hf_config(meta, vocab)),
   }
   try:
     out_dir.mkdir(parents=True, exist_ok=True)
     # Whatever was there is incomplete from here on until the new manifest.
     (out_dir / MANIFEST).unlink(missing_ok=True)
-    sizes = {name: _write(out_dir / name, write)
+    sizes = {name: write_atomically(out_dir / name, write)
              for name, write in writers.items()}
-    _write(out_dir / MANIFEST, _json({
+    write_atomically(out_dir / MANIFEST, json_writer({
         "format": FORMAT, "source": Path(gguf_path).name, "files": sizes}))
   except OSError as e:
     raise PrepareError(f"{out_dir}: cannot write the model ({e})") from e
@@ -156,11 +156,11 @@ def _read(gguf_path: Path) -> gguf.GGUFReader:
         f"{gguf_path}: not a readable GGUF file ({e!r})") from e
 
 
-def _json(value) -> Callable[[Path], object]:
+def json_writer(value) -> Callable[[Path], object]:
   return lambda f: f.write_text(json.dumps(value, indent=2) + "\n")
 
 
-def _write(path: Path, write: Callable[[Path], object]) -> int:
+def write_atomically(path: Path, write: Callable[[Path], object]) -> int:
   """Writes through a temporary name, so a crash leaves no short file."""
   tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
   try:
