@@ -7,6 +7,11 @@ One object per line:
   domain    optional string, default "general"
   rubric    an inline rubric ({"criteria": [...]}, see judge_server.rubric)
   rubric_id the id of a known rubric pack
+  task      optional non-empty string: the reasoning-gym task that generated
+            the row (orchestrator/tasks.py); its own verifier then grades
+            the answer instead of the exact-answer rule
+  metadata  optional JSON object, only with task: the generator's metadata,
+            what that verifier needs to re-score an answer
 Any other key is an error, so a typo cannot silently drop a field.
 """
 
@@ -21,7 +26,8 @@ from judge_server.rubric import Rubric, RubricError
 
 DEFAULT_DOMAIN = "general"
 DEFAULT_RUBRIC_ID = "general-reasoning"
-KEYS = ("id", "domain", "prompt", "answer", "rubric", "rubric_id")
+KEYS = ("id", "domain", "prompt", "answer", "rubric", "rubric_id", "task",
+        "metadata")
 
 
 class DatasetError(ValueError):
@@ -31,13 +37,18 @@ class DatasetError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class Example:
   """One question. Exactly one of `rubric` (inline) and `rubric_id` (a pack
-  the judge knows) is set; the other is None or ""."""
+  the judge knows) is set; the other is None or "". `task` names the
+  generator whose verifier grades the answer ("" for none) and `metadata`
+  is what that verifier reads (None without a task)."""
   id: str
   domain: str
   prompt: str
   answer: str
   rubric: Rubric | None
   rubric_id: str
+  task: str = ""
+  # A dict is not hashable; leaving it out of the hash keeps Example one.
+  metadata: dict | None = dataclasses.field(default=None, hash=False)
 
 
 def text_field(row: dict, key: str) -> str:
@@ -74,6 +85,19 @@ def _rubric(row: dict,
   return None, rubric_id
 
 
+def _task(row: dict) -> tuple[str, dict | None]:
+  if "task" not in row:
+    if "metadata" in row:
+      raise DatasetError("metadata: only rows with a task may have metadata")
+    return "", None
+  task = text_field(row, "task")
+  metadata = row.get("metadata", {})
+  if not isinstance(metadata, dict):
+    raise DatasetError(f"metadata: must be a JSON object, got "
+                       f"{type(metadata).__name__}")
+  return task, metadata
+
+
 def _example(line: str, known: Collection[str]) -> Example:
   try:
     row = json.loads(line)
@@ -89,8 +113,10 @@ def _example(line: str, known: Collection[str]) -> Example:
   domain = text_field(row, "domain") if "domain" in row else DEFAULT_DOMAIN
   prompt, answer = text_field(row, "prompt"), text_field(row, "answer")
   rubric, rubric_id = _rubric(row, known)
+  task, metadata = _task(row)
   return Example(id=example_id, domain=domain, prompt=prompt, answer=answer,
-                 rubric=rubric, rubric_id=rubric_id)
+                 rubric=rubric, rubric_id=rubric_id, task=task,
+                 metadata=metadata)
 
 
 def load_jsonl(path: str | os.PathLike,

@@ -86,7 +86,7 @@ def test_neither_rubric_nor_id_without_the_general_pack(tmp_path):
     (_row(answer=4), "answer: must be a string, got int"),
     (_row(domain=3), "domain: must be a string, got int"),
     (_row(Answer="4"), "Answer: unknown key (known: id, domain, prompt, "
-                       "answer, rubric, rubric_id)"),
+                       "answer, rubric, rubric_id, task, metadata)"),
     (_row(rubric=RUBRIC), "rubric: give rubric or rubric_id, not both"),
     (_row(rubric_id="maths"), "rubric_id: unknown rubric 'maths' (known: "
                               "general-reasoning, math-solution, "

@@ -65,6 +65,7 @@ def test_extract_answer(completion, answer):
     ("1 / 4", "0.25"), ("40 square metres", "40"), ("100\u00b0C", "100"),
     ("10km", "10"), ("85.", "85"), ("2e3", "2000"), ("50%", "50%"),
     ("50 %", "50%"), ("0.3333", "1/3"), ("0.375", "0.375000001"),
+    ("85.0", "85"), ("793546072", "793,546,072"),
 ])
 def test_numbers_match(got, reference):
   assert exact_answer_reward(_answer(got), reference) == 1.0
@@ -74,6 +75,9 @@ def test_numbers_match(got, reference):
     ("86", "85"), ("0.5", "50%"), ("50%", "0.5"), ("36%", "36"),
     ("75", "-75"), ("1,5", "15"), ("5 + 3", "8"), ("The answer is 85", "85"),
     ("1/0", "0"), ("0.333", "1/3"),
+    # Whole numbers are compared exactly: the relative tolerance would
+    # pass an off-by-one answer to a large product.
+    ("793546073", "793546072"), ("1,000,001", "1000000"),
 ])
 def test_numbers_that_do_not_match(got, reference):
   assert exact_answer_reward(_answer(got), reference) == 0.0
