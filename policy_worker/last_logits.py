@@ -12,6 +12,29 @@ import jax
 import jax.numpy as jnp
 
 
+def _trunk(model: nnx.Module, tokens, positions, cache, mask):
+  """tunix's layers over tokens [B, L]: (hidden [B, L, D], updated cache or
+  None), as the model's own __call__ runs them."""
+  x = model.embedder.encode(tokens)
+  new_cache = None if cache is None else {}
+  for i, layer in enumerate(model.layers):
+    name = f"layer_{i}"
+    layer_cache, x = layer(x, positions, cache[name] if cache else None, mask)
+    if cache is not None:
+      new_cache[name] = layer_cache
+  return x, new_cache
+
+
+def _project(model: nnx.Module, x: jax.Array) -> jax.Array:
+  """Logits of hidden states x [..., D]."""
+  logits = model.embedder.decode(model.final_norm(x))
+  # Gemma-2 caps its logits; Gemma-3 has no such attribute.
+  cap = getattr(model, "final_logits_softcap", None)
+  if cap is not None:
+    logits = jnp.tanh(logits / cap) * cap
+  return logits
+
+
 def last_logits(model: nnx.Module, tokens: jax.Array, positions: jax.Array,
                 mask: jax.Array, lengths: jax.Array) -> jax.Array:
   """Logits [B, V] at position lengths[b] - 1 of each row.
@@ -20,13 +43,46 @@ def last_logits(model: nnx.Module, tokens: jax.Array, positions: jax.Array,
   positions: [B, L]; mask: [B, L, L] attention mask; lengths: [B].
   Same numbers as model(tokens, positions, None, mask)[0] at those positions.
   """
-  x = model.embedder.encode(tokens)
-  for layer in model.layers:
-    _, x = layer(x, positions, None, mask)
+  x, _ = _trunk(model, tokens, positions, None, mask)
   x = jnp.take_along_axis(x, (lengths - 1)[:, None, None], axis=1)[:, 0]
-  logits = model.embedder.decode(model.final_norm(x))
-  # Gemma-2 caps its logits; Gemma-3 has no such attribute.
-  cap = getattr(model, "final_logits_softcap", None)
-  if cap is not None:
-    logits = jnp.tanh(logits / cap) * cap
-  return logits
+  return _project(model, x)
+
+
+class SamplerView(nnx.Module):
+  """A model as tunix's sampler calls it, projecting only the last prompt
+  position onto the vocabulary in prefill.
+
+  The sampler asks its transformer for `decode_only_last_token` when its
+  __call__ takes that argument; tunix's Gemma models do not, so a prefill of
+  B prompts of P positions builds B x P x 262144 float32 logits (6.4 GB at
+  B=64, P=96 on Gemma-3) to read one column. The sampler left-pads prompts,
+  so the last column is every row's last real token. Everything else the
+  sampler reads of its transformer is the model's.
+  """
+
+  def __init__(self, model: nnx.Module):
+    self.model = model
+
+  @property
+  def config(self):
+    return self.model.config
+
+  @property
+  def num_embed(self) -> int:
+    return self.model.num_embed
+
+  # The sampler calls these where hasattr() finds them; reading them through
+  # the model raises AttributeError where the model has none (Gemma-2 has no
+  # get_attention_mask), so the sampler takes the same path as without us.
+  init_cache = property(lambda self: self.model.init_cache)
+  get_attention_mask = property(lambda self: self.model.get_attention_mask)
+
+  def __call__(self, last_tokens, positions=None, cache=None,
+               attention_mask=None, decode_only_last_token: bool = False):
+    """(logits [B, L, V], or [B, 1, V] with decode_only_last_token; the
+    updated cache, None without one)."""
+    if not decode_only_last_token:
+      return self.model(last_tokens, positions, cache, attention_mask)
+    x, new_cache = _trunk(self.model, last_tokens, positions, cache,
+                          attention_mask)
+    return _project(self.model, x[:, -1:]), new_cache

@@ -7,6 +7,7 @@ import jax
 import numpy as np
 from tunix.generate import sampler as sampler_lib
 
+from policy_worker.last_logits import SamplerView
 from policy_worker.tokenizer import PAD, ByteTokenizer
 
 
@@ -37,7 +38,7 @@ class RolloutGenerator:
     self.max_prompt_tokens = max_prompt_tokens
     self.max_new_tokens = max_new_tokens
     self._sampler = sampler_lib.Sampler(
-        model, tokenizer,
+        SamplerView(model), tokenizer,
         sampler_lib.CacheConfig(
             cache_size=max_prompt_tokens + max_new_tokens,
             num_layers=cfg.num_layers, num_kv_heads=cfg.num_kv_heads,
@@ -48,7 +49,7 @@ class RolloutGenerator:
 
   def sync(self, model) -> None:
     """Points the sampler at the policy's current weights (same mesh)."""
-    self._sampler.transformer_state = nnx.variables(model)
+    self._sampler.transformer_state = nnx.variables(SamplerView(model))
 
   def generate(self, prompts: list[str], num_generations: int, *,
                temperature: float, top_p: float, seed: int) -> Rollouts:

@@ -38,3 +38,51 @@ def test_gemma3_last_logits():
   rows = [[tok.bos_id()] + tok.encode(t)
           for t in ("judge this", "a longer prompt to judge", "x")]
   assert_matches_full_forward(model, mesh, rows, tok.pad_id())
+
+
+def test_sampler_view_prefills_only_the_last_position_with_the_same_samples():
+  """tunix's sampler through SamplerView: the prefill's logits are [B, 1, V]
+  (not [B, P, V]) and what it samples is unchanged, for a LoRA policy after
+  a weight sync too."""
+  from tunix.generate import sampler as sampler_lib
+  from policy_worker import rollout
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]).reshape(1, 2),
+                           mesh_lib.AXES)
+  model, tok = models.build_model(ModelSpec(family="gemma3-tiny", seed=3),
+                                  mesh)
+  model = models.apply_lora(model, mesh, rank=2, alpha=4.0, seed=0)
+  view = last_logits.SamplerView(model)
+  shapes = []
+  real_call = last_logits.SamplerView.__call__
+
+  def recording(self, *args, decode_only_last_token=False, **kwargs):
+    logits, cache = real_call(self, *args,
+                              decode_only_last_token=decode_only_last_token,
+                              **kwargs)
+    shapes.append((decode_only_last_token, logits.shape))
+    return logits, cache
+
+  prompts = ["what is 2 + 3?", "x", "a longer question to answer"]
+  cache = sampler_lib.CacheConfig(
+      cache_size=64, num_layers=model.config.num_layers,
+      num_kv_heads=model.config.num_kv_heads, head_dim=model.config.head_dim)
+  kwargs = dict(max_generation_steps=8, max_prompt_length=32, temperature=1.0,
+                top_p=None, seed=0, pad_output=True)
+  with jax.set_mesh(mesh):
+    plain = sampler_lib.Sampler(model, tok, cache)(prompts, **kwargs)
+    last_logits.SamplerView.__call__ = recording
+    try:
+      viewed = sampler_lib.Sampler(view, tok, cache)(prompts, **kwargs)
+    finally:
+      last_logits.SamplerView.__call__ = real_call
+  assert (True, (3, 1, model.num_embed)) in shapes
+  assert [list(t) for t in viewed.tokens] == [list(t) for t in plain.tokens]
+
+  generator = rollout.RolloutGenerator(model, tok, mesh, max_prompt_tokens=32,
+                                       max_new_tokens=8)
+  other = models.apply_lora(
+      models.build_model(ModelSpec(family="gemma3-tiny", seed=3), mesh)[0],
+      mesh, rank=2, alpha=4.0, seed=0)
+  generator.sync(other)  # same structure: the sampler takes its weights
+  greedy = generator.generate(prompts, 1, temperature=1.0, top_p=None, seed=0)
+  assert greedy.texts == list(plain.text)
