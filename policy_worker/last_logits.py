@@ -12,40 +12,25 @@ import jax
 import jax.numpy as jnp
 
 
-def _trunk(model: nnx.Module, tokens, positions, cache, mask):
-  """tunix's layers over tokens [B, L]: (hidden [B, L, D], updated cache or
-  None), as the model's own __call__ runs them."""
+def last_logits(model: nnx.Module, tokens: jax.Array, positions: jax.Array,
+                mask: jax.Array, lengths: jax.Array) -> jax.Array:
+  """Logits [B, V] at position lengths[b] - 1 of each row.
+
+  model: a tunix Gemma-3 (text) or Gemma/Gemma-2 Transformer without LoRA
+  (qwix's adapters apply inside the model's own __call__, not here);
+  tokens, positions: [B, L]; mask: [B, L, L] attention mask; lengths: [B].
+  Same numbers as model(tokens, positions, None, mask)[0] at those positions.
+  """
   x = model.embedder.encode(tokens)
-  new_cache = None if cache is None else {}
-  for i, layer in enumerate(model.layers):
-    name = f"layer_{i}"
-    layer_cache, x = layer(x, positions, cache[name] if cache else None, mask)
-    if cache is not None:
-      new_cache[name] = layer_cache
-  return x, new_cache
-
-
-def _project(model: nnx.Module, x: jax.Array) -> jax.Array:
-  """Logits of hidden states x [..., D]."""
+  for layer in model.layers:
+    _, x = layer(x, positions, None, mask)
+  x = jnp.take_along_axis(x, (lengths - 1)[:, None, None], axis=1)[:, 0]
   logits = model.embedder.decode(model.final_norm(x))
   # Gemma-2 caps its logits; Gemma-3 has no such attribute.
   cap = getattr(model, "final_logits_softcap", None)
   if cap is not None:
     logits = jnp.tanh(logits / cap) * cap
   return logits
-
-
-def last_logits(model: nnx.Module, tokens: jax.Array, positions: jax.Array,
-                mask: jax.Array, lengths: jax.Array) -> jax.Array:
-  """Logits [B, V] at position lengths[b] - 1 of each row.
-
-  model: a tunix Gemma-3 (text) or Gemma/Gemma-2 Transformer; tokens,
-  positions: [B, L]; mask: [B, L, L] attention mask; lengths: [B].
-  Same numbers as model(tokens, positions, None, mask)[0] at those positions.
-  """
-  x, _ = _trunk(model, tokens, positions, None, mask)
-  x = jnp.take_along_axis(x, (lengths - 1)[:, None, None], axis=1)[:, 0]
-  return _project(model, x)
 
 
 class SamplerView(nnx.Module):
@@ -80,9 +65,19 @@ class SamplerView(nnx.Module):
   def __call__(self, last_tokens, positions=None, cache=None,
                attention_mask=None, decode_only_last_token: bool = False):
     """(logits [B, L, V], or [B, 1, V] with decode_only_last_token; the
-    updated cache, None without one)."""
+    updated cache, None without one).
+
+    The model's own __call__ runs either way: qwix applies LoRA by
+    intercepting it, so running the layers from here would drop the
+    adapters. For the last position alone, its embedder decodes only that
+    position for the length of this call (a trace-local attribute: the
+    sampler merges a fresh model for every traced call)."""
     if not decode_only_last_token:
       return self.model(last_tokens, positions, cache, attention_mask)
-    x, new_cache = _trunk(self.model, last_tokens, positions, cache,
-                          attention_mask)
-    return _project(self.model, x[:, -1:]), new_cache
+    embedder = self.model.embedder
+    decode = embedder.decode
+    embedder.decode = lambda x: decode(x[:, -1:])
+    try:
+      return self.model(last_tokens, positions, cache, attention_mask)
+    finally:
+      del embedder.decode

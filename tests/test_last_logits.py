@@ -2,6 +2,7 @@
 logits at each row's last real token, for right-padded rows of different
 lengths (Gemma-2's case, with its logit cap, is in test_models_gemma2.py)."""
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -46,11 +47,14 @@ def test_sampler_view_prefills_only_the_last_position_with_the_same_samples():
   a weight sync too."""
   from tunix.generate import sampler as sampler_lib
   from policy_worker import rollout
-  mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]).reshape(1, 2),
+  # The policy mesh of the tiny configs: samplers of one model on two
+  # meshes in one process trip jax's cache (see test_eval.py).
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:4]).reshape(1, 4),
                            mesh_lib.AXES)
   model, tok = models.build_model(ModelSpec(family="gemma3-tiny", seed=3),
                                   mesh)
   model = models.apply_lora(model, mesh, rank=2, alpha=4.0, seed=0)
+  _randomise_lora(model, 0.5)  # qwix's fresh adapters change nothing
   view = last_logits.SamplerView(model)
   shapes = []
   real_call = last_logits.SamplerView.__call__
@@ -80,9 +84,24 @@ def test_sampler_view_prefills_only_the_last_position_with_the_same_samples():
 
   generator = rollout.RolloutGenerator(model, tok, mesh, max_prompt_tokens=32,
                                        max_new_tokens=8)
+  greedy = generator.generate(prompts, 1, temperature=1.0, top_p=None, seed=0)
+  assert greedy.texts == list(plain.text)
   other = models.apply_lora(
       models.build_model(ModelSpec(family="gemma3-tiny", seed=3), mesh)[0],
       mesh, rank=2, alpha=4.0, seed=0)
+  _randomise_lora(other, 0.5, seed=1)
+  with jax.set_mesh(mesh):
+    others = sampler_lib.Sampler(other, tok, cache)(prompts, **kwargs)
+  assert list(others.text) != list(plain.text)  # the adapters matter
   generator.sync(other)  # same structure: the sampler takes its weights
-  greedy = generator.generate(prompts, 1, temperature=1.0, top_p=None, seed=0)
-  assert greedy.texts == list(plain.text)
+  synced = generator.generate(prompts, 1, temperature=1.0, top_p=None, seed=0)
+  assert synced.texts == list(others.text)
+
+
+def _randomise_lora(model, scale: float, seed: int = 0) -> None:
+  rng = np.random.default_rng(seed)
+  for _, var in nnx.iter_graph(model):
+    if isinstance(var, nnx.LoRAParam):
+      var[...] = jax.device_put(
+          (scale * rng.standard_normal(var[...].shape)).astype(
+              var[...].dtype), var[...].sharding)
