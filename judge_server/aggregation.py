@@ -13,13 +13,17 @@ from judge_server.rubric import Rubric
 
 def expected_score(probs: np.ndarray, min_mass: float = 0.0
                    ) -> tuple[float | None, float]:
-  """Expected score in [0, 1] from probabilities over the score tokens 0..K.
+  """Expected score in [0, 1] from probabilities over answers worth 0..K.
+
+  On the 0-9 scale the answers are the digits; in the binary format they
+  are (no, yes), K = 1, so the score is P(yes) / (P(yes) + P(no)).
 
   Args:
-    probs: [K+1] probabilities the judge gave the tokens "0".."K" (not
-      renormalised: their sum is the mass the judge put on valid answers).
-    min_mass: below this mass the judge was not answering on the scale and
-      the score is None (unscorable) rather than a guess.
+    probs: [K+1] probabilities the judge gave the answers, in value order
+      (not renormalised: their sum is the mass the judge put on valid
+      answers).
+    min_mass: below this mass the judge was not answering as asked and the
+      score is None (unscorable) rather than a guess.
 
   Returns:
     (score or None, mass).

@@ -121,6 +121,21 @@ class ResilienceConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class CriteriaConfig:
+  """How the judge is asked about each criterion (judge_server.prompts).
+  format scale: one digit 0-9, the score E[digit] / 9; binary: yes or no,
+  the score P(yes) / (P(yes) + P(no)). few_shot: the rubric pack's worked
+  examples go in every judge prompt before the graded response (a rubric
+  without examples is asked without)."""
+  format: Literal["scale", "binary"] = "scale"
+  few_shot: bool = False
+
+  def __post_init__(self):
+    if self.format not in ("scale", "binary"):
+      raise ValueError(f"format: {self.format!r} is not one of scale, binary")
+
+
+@dataclasses.dataclass(frozen=True)
 class BackendConfig:
   """kind jax: a tunix model in this process (model, mesh, max_prompt_tokens);
   kind openai: an HTTP endpoint (openai); kind gemini: the Gemini API
@@ -133,6 +148,7 @@ class BackendConfig:
   max_batch: int = 8
   max_prompt_tokens: int = 2048
   min_score_mass: float = 0.0
+  criteria: CriteriaConfig = CriteriaConfig()
   openai: OpenAIConfig = OpenAIConfig()
   gemini: GeminiConfig = GeminiConfig()
   resilience: ResilienceConfig = ResilienceConfig()

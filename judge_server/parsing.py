@@ -1,4 +1,5 @@
-"""Reading a judge's written answer when no token probabilities are given."""
+"""Reading a judge's written answer when no token probabilities are given:
+a digit on the 0-9 scale, or yes or no."""
 
 import re
 
@@ -30,3 +31,16 @@ def parse_score(text: str, max_score: int = MAX_SCORE) -> int:
   if not 0 <= value <= max_score:
     raise UnparseableScore(f"score {value} outside 0..{max_score}")
   return value
+
+
+_YES_NO = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
+
+
+def parse_yes_no(text: str) -> int:
+  """1 when the judge wrote yes, 0 when it wrote no (any case, as a whole
+  word); neither, or both ("yes ... no"), is not an answer."""
+  found = {m.lower() for m in _YES_NO.findall(text)}
+  if len(found) != 1:
+    what = "both yes and no" if found else "no yes or no"
+    raise UnparseableScore(f"{what} in judge output {text[:80]!r}")
+  return int(found == {"yes"})

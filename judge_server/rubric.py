@@ -2,7 +2,18 @@
 
 A rubric arrives from three edges (a dataset row, a YAML pack, a gRPC
 message); all three go through `Rubric.from_dict`, so a bad rubric is refused
-the same way everywhere, with the field named.
+the same way everywhere, with the field named. A pack may also carry worked
+examples for few-shot judge prompts (`examples`, parsed by `load_pack`):
+
+  examples:
+    - question: What is 6 * 7?
+      reference: 42                # optional
+      response: <reasoning>6 * 7 = 42.</reasoning><answer>42</answer>
+      answers: [yes, yes, no]      # one per criterion, in order
+
+An answer is how far the example meets that criterion (for a pitfall: makes
+the mistake): yes, no, or a score 0-9. The binary format shows a score of 5
+or more as yes; the scale shows yes as 9 and no as 0.
 """
 
 import dataclasses
@@ -15,6 +26,11 @@ import yaml
 CATEGORIES = ("essential", "important", "optional", "pitfall")
 POLARITIES = ("positive", "negative")
 MAX_CRITERION_CHARS = 2000
+# Every example is shown in every judge prompt of its rubric, so a few
+# short ones: prompt length costs judge time on every criterion.
+MAX_EXAMPLES = 3
+MAX_EXAMPLE_CHARS = 1000
+_EXAMPLE_KEYS = ("question", "reference", "response", "answers")
 PACK_DIR = pathlib.Path(__file__).resolve().parent / "rubrics"
 
 
@@ -49,10 +65,37 @@ class Criterion:
 
 
 @dataclasses.dataclass(frozen=True)
+class Example:
+  """A worked judgement shown before the graded response (few-shot).
+  answers: per criterion of its rubric, in order, how far the example meets
+  it (a pitfall: makes the mistake) in [0, 1]."""
+  question: str
+  response: str
+  answers: tuple[float, ...]
+  reference: str = ""
+
+  def __post_init__(self):
+    for name in ("question", "response", "reference"):
+      value = getattr(self, name)
+      if not isinstance(value, str):
+        raise RubricError(f"{name}: must be a string")
+      if len(value) > MAX_EXAMPLE_CHARS:
+        raise RubricError(f"{name}: longer than {MAX_EXAMPLE_CHARS} "
+                          "characters")
+    for name in ("question", "response"):
+      if not getattr(self, name).strip():
+        raise RubricError(f"{name}: must not be empty")
+    if not all(isinstance(a, float) and 0.0 <= a <= 1.0
+               for a in self.answers):
+      raise RubricError("answers: each must be in [0, 1]")
+
+
+@dataclasses.dataclass(frozen=True)
 class Rubric:
   criteria: tuple[Criterion, ...]
   id: str = ""
   version: int = 0
+  examples: tuple[Example, ...] = ()
 
   def __post_init__(self):
     if not self.criteria:
@@ -61,6 +104,13 @@ class Rubric:
       raise RubricError(
           "criteria: at least one criterion must have positive polarity, or "
           "no score above 0 is possible")
+    if len(self.examples) > MAX_EXAMPLES:
+      raise RubricError(f"examples: {len(self.examples)} examples, more than "
+                        f"{MAX_EXAMPLES}")
+    for i, e in enumerate(self.examples):
+      if len(e.answers) != len(self.criteria):
+        raise RubricError(f"examples[{i}].answers: {len(e.answers)} answers "
+                          f"for {len(self.criteria)} criteria")
 
   @classmethod
   def from_dict(cls, data: Any, *, where: str = "rubric") -> "Rubric":
@@ -104,15 +154,64 @@ def default_polarity(category: str) -> str:
   return "negative" if category == "pitfall" else "positive"
 
 
+def _answer(value: Any) -> float:
+  """yes 1, no 0, a score n of 0-9 n / 9. YAML reads a bare yes or no as a
+  boolean, so those count too."""
+  if isinstance(value, bool):
+    return float(value)
+  if isinstance(value, str) and value.strip().lower() in ("yes", "no"):
+    return float(value.strip().lower() == "yes")
+  if isinstance(value, int) and 0 <= value <= 9:
+    return value / 9
+  raise RubricError(f"must be yes, no or a score 0-9, got {value!r}")
+
+
+def _example(item: Any, where: str) -> Example:
+  if not isinstance(item, Mapping):
+    raise RubricError(f"{where}: must be a mapping")
+  extra = set(item) - set(_EXAMPLE_KEYS)
+  if extra:
+    raise RubricError(f"{where}.{sorted(extra)[0]}: unknown key (known: "
+                      f"{', '.join(_EXAMPLE_KEYS)})")
+  missing = {"question", "response", "answers"} - set(item)
+  if missing:
+    raise RubricError(f"{where}.{sorted(missing)[0]}: missing")
+  if not isinstance(item["answers"], list):
+    raise RubricError(f"{where}.answers: must be a list, one per criterion")
+  answers = []
+  for j, value in enumerate(item["answers"]):
+    try:
+      answers.append(_answer(value))
+    except RubricError as e:
+      raise RubricError(f"{where}.answers[{j}]: {e}") from None
+  reference = item.get("reference", "")
+  if isinstance(reference, (int, float)) and not isinstance(reference, bool):
+    reference = str(reference)  # `reference: 42` means the text 42
+  try:
+    return Example(question=item["question"], response=item["response"],
+                   answers=tuple(answers), reference=reference)
+  except RubricError as e:
+    raise RubricError(f"{where}.{e}") from None
+
+
 def load_pack(path: pathlib.Path) -> Rubric:
   try:
     data = yaml.safe_load(path.read_text())
   except (OSError, yaml.YAMLError) as e:
     raise RubricError(f"{path}: cannot read rubric pack: {e}") from None
+  # Examples are a pack's own: rubrics from rows or requests have none.
+  raw = data.pop("examples", []) if isinstance(data, dict) else []
   rubric = Rubric.from_dict(data, where=str(path))
   if not rubric.id:
     raise RubricError(f"{path}: id: missing")
-  return rubric
+  if not isinstance(raw, list):
+    raise RubricError(f"{path}.examples: must be a list")
+  examples = tuple(_example(item, f"{path}.examples[{i}]")
+                   for i, item in enumerate(raw))
+  try:
+    return dataclasses.replace(rubric, examples=examples)
+  except RubricError as e:
+    raise RubricError(f"{path}.{e}") from None
 
 
 def load_packs(directory: pathlib.Path = PACK_DIR) -> dict[str, Rubric]:

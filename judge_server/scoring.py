@@ -4,6 +4,7 @@ import dataclasses
 
 from judge_server import aggregation, prompts
 from judge_server.batching import MicroBatcher
+from judge_server.config import CriteriaConfig
 from judge_server.rubric import Rubric
 
 AGGREGATIONS = ("explicit", "implicit")
@@ -49,16 +50,24 @@ def _unscorable(reason: str) -> Outcome:
   return Outcome("unscorable", 0.0, (), reason)
 
 
-async def score(job: Job, batcher: MicroBatcher) -> Outcome:
+async def score(job: Job, batcher: MicroBatcher,
+                criteria: CriteriaConfig = CriteriaConfig()) -> Outcome:
+  """Asks the judge in `criteria`'s format (the one its backend reads), with
+  the rubric's worked examples when few_shot is on."""
+  answer, few_shot = criteria.format, criteria.few_shot
   if job.aggregation == "implicit":
+    examples = prompts.implicit_examples(job.rubric) if few_shot else ()
     (j,) = await batcher.submit([prompts.implicit_prompt(
-        job.prompt, job.completion, job.reference, job.rubric)])
+        job.prompt, job.completion, job.reference, job.rubric, answer,
+        examples)])
     if j.score is None:
       return _unscorable(f"holistic score: {j.reason}")
     return Outcome("scored", aggregation.implicit(j.score))
   judgements = await batcher.submit([
-      prompts.explicit_prompt(job.prompt, job.completion, job.reference, c)
-      for c in job.rubric.criteria])
+      prompts.explicit_prompt(
+          job.prompt, job.completion, job.reference, c, answer,
+          prompts.explicit_examples(job.rubric, i) if few_shot else ())
+      for i, c in enumerate(job.rubric.criteria)])
   for i, j in enumerate(judgements):
     if j.score is None:
       return _unscorable(f"criterion {i}: {j.reason}")

@@ -29,6 +29,7 @@ from judge_server import service
 from judge_server.backends.base import Backend
 from judge_server.batching import MicroBatcher
 from judge_server.config import JudgeConfig, Limits
+from judge_server.strict import ConfigError
 from protos import judge_pb2, judge_pb2_grpc
 
 SERVICE_NAME = judge_pb2.DESCRIPTOR.services_by_name["JudgeService"].full_name
@@ -97,6 +98,11 @@ async def start(config: JudgeConfig, backend: Backend) -> Handle:
   config.host:config.port, metrics on config.metrics and OpenRLHF's
   /get_reward on config.openrlhf; the two faces share admission, auth,
   metrics and logs."""
+  if backend.answer != config.backend.criteria.format:
+    # Prompts in one format read as the other give confident nonsense.
+    raise ConfigError(
+        f"backend.criteria.format: {config.backend.criteria.format!r}, but "
+        f"the backend given reads {backend.answer!r} answers")
   packs = load_packs(config.rubric_dir)
   admission = limits.Admission(config.limits)
   observer = observability.Observer(backend.name, lambda: admission.depth)
@@ -120,7 +126,8 @@ async def start(config: JudgeConfig, backend: Backend) -> Handle:
           # A second judge on a port in use must fail, not share the traffic.
           ("grpc.so_reuseport", 0)])
   scorer = service.Scorer(batcher, packs, config.limits,
-                          config.default_aggregation, admission, observer)
+                          config.default_aggregation, admission, observer,
+                          config.backend.criteria)
   judge_pb2_grpc.add_JudgeServiceServicer_to_server(
       service.JudgeServicer(backend, scorer), server)
   health_servicer = health.aio.HealthServicer()

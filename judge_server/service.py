@@ -17,7 +17,7 @@ from google.protobuf.message import DecodeError
 from judge_server import scoring
 from judge_server.backends.base import Backend
 from judge_server.batching import MicroBatcher
-from judge_server.config import Limits
+from judge_server.config import CriteriaConfig, Limits
 from judge_server.limits import Admission, Overloaded, prompt_count, refuse
 from judge_server.observability import Observer
 from judge_server.rubric import Rubric, RubricError
@@ -123,8 +123,10 @@ class Scorer:
 
   def __init__(self, batcher: MicroBatcher, packs: Mapping[str, Rubric],
                limits: Limits, default_aggregation: str,
-               admission: Admission, observer: Observer):
+               admission: Admission, observer: Observer,
+               criteria: CriteriaConfig = CriteriaConfig()):
     self.batcher = batcher
+    self.criteria = criteria
     self.packs = packs
     self.limits = limits
     self.default_aggregation = default_aggregation
@@ -137,7 +139,7 @@ class Scorer:
 
   async def score(self, rpc: str, job: scoring.Job,
                   received: float) -> judge_pb2.ScoreResult:
-    outcome = await scoring.score(job, self.batcher)
+    outcome = await scoring.score(job, self.batcher, self.criteria)
     result = judge_pb2.ScoreResult(
         rollout_id=job.rollout_id, status=_STATUS[outcome.status],
         reward=outcome.reward, reason=outcome.reason,

@@ -6,7 +6,8 @@ import pathlib
 import pytest
 import yaml
 
-from judge_server.rubric import PACK_DIR, RubricError, load_pack, load_packs
+from judge_server.rubric import (
+    PACK_DIR, Rubric, RubricError, load_pack, load_packs)
 
 PATHS = sorted(PACK_DIR.glob("*.yaml"))
 DOMAINS = {"general-reasoning", "math-solution", "science-explanation",
@@ -47,3 +48,64 @@ def test_duplicate_ids_across_packs_are_refused(tmp_path):
         "  - {text: t, category: essential, weight: 1}\n")
   with pytest.raises(RubricError, match="b.yaml: id: 'same' is defined twice"):
     load_packs(tmp_path)
+
+
+PACK = ("id: ex\nversion: 1\ncriteria:\n"
+        "  - {text: right answer, category: essential, weight: 5}\n"
+        "  - {text: no answer, category: pitfall, weight: 2}\n")
+EXAMPLE = ("  - question: What is 6 * 7?\n    reference: 42\n"
+           "    response: <answer>42</answer>\n")
+
+
+def test_pack_examples_load_with_yes_no_and_scores(tmp_path):
+  path = tmp_path / "ex.yaml"
+  path.write_text(PACK + "examples:\n" + EXAMPLE + "    answers: [yes, no]\n"
+                  + EXAMPLE + "    answers: [3, 'No']\n")
+  rubric = load_pack(path)
+  assert [e.answers for e in rubric.examples] == [(1.0, 0.0), (3 / 9, 0.0)]
+  first = rubric.examples[0]
+  assert (first.question, first.reference, first.response) == (
+      "What is 6 * 7?", "42", "<answer>42</answer>")
+
+
+@pytest.mark.parametrize("examples, match", [
+    (EXAMPLE + "    answers: [yes, no]\n    score: 9\n",
+     r"examples\[0\]\.score: unknown key \(known: question, reference, "
+     r"response, answers\)"),
+    (EXAMPLE + "    answers: [yes]\n",
+     r"examples\[0\]\.answers: 1 answers for 2 criteria"),
+    (EXAMPLE + "    answers: [yes, 10]\n",
+     r"examples\[0\]\.answers\[1\]: must be yes, no or a score 0-9, got 10"),
+    (EXAMPLE + "    answers: [yes, maybe]\n",
+     r"examples\[0\]\.answers\[1\]: must be yes, no or a score 0-9, got "
+     r"'maybe'"),
+    (EXAMPLE + "    answers: yes\n",
+     r"examples\[0\]\.answers: must be a list, one per criterion"),
+    ("  - {question: q, answers: [yes, no]}\n",
+     r"examples\[0\]\.response: missing"),
+    ("  - {question: ' ', response: r, answers: [yes, no]}\n",
+     r"examples\[0\]\.question: must not be empty"),
+    ("  - {question: q, response: [r], answers: [yes, no]}\n",
+     r"examples\[0\]\.response: must be a string"),
+    ("  - just text\n", r"examples\[0\]: must be a mapping"),
+    ((EXAMPLE + "    answers: [yes, no]\n") * 4,
+     r"examples: 4 examples, more than 3"),
+])
+def test_bad_pack_examples_are_refused_with_the_key_named(
+    tmp_path, examples, match):
+  path = tmp_path / "ex.yaml"
+  path.write_text(PACK + "examples:\n" + examples)
+  with pytest.raises(RubricError, match=f"ex.yaml.{match}"):
+    load_pack(path)
+
+
+def test_examples_are_a_packs_own(tmp_path):
+  """A rubric from a dataset row or a request carries no examples."""
+  with pytest.raises(RubricError, match=r"rubric\.examples: unknown key"):
+    Rubric.from_dict({"criteria": [
+        {"text": "a", "category": "essential", "weight": 1}],
+        "examples": []})
+  path = tmp_path / "ex.yaml"
+  path.write_text(PACK + "examples: {question: q}\n")
+  with pytest.raises(RubricError, match=r"ex.yaml.examples: must be a list"):
+    load_pack(path)

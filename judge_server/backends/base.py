@@ -16,12 +16,13 @@ class Judgement:
   """The judge's answer to one prompt.
 
   score: in [0, 1], or None when the judge's answer could not be used.
-  mass: probability the judge put on valid score tokens (1.0 when the score
-    was parsed from text).
+  mass: probability the judge put on valid answer tokens (the digits, or yes
+    and no; 1.0 when the score was parsed from text).
   reason: why score is None; starts with INFRASTRUCTURE or UNPARSEABLE.
   method: how the score was read: "probabilities" (the expectation over the
-    judge's score-token probabilities) or "parsed" (the number it wrote, where
-    the backend gives no probabilities).
+    judge's answer-token probabilities) or "parsed" (the digit, or yes or
+    no, it wrote, where the backend gives no probabilities). Which answer
+    format is the backend's `answer`, known from its config.
   transient: the failure may pass (connection refused, timeout, HTTP 429 or
     5xx), so the same prompt may be tried again.
   retry_after_s: the least wait before trying again that the judge asked for
@@ -51,10 +52,13 @@ def unparseable(reason: str, mass: float = 0.0,
 
 
 class Backend(abc.ABC):
-  """Scores judge prompts that end where one score digit is expected."""
+  """Scores judge prompts that end where the first answer token is
+  expected: a digit 0-9, or yes or no (`answer`, prompts.FORMATS)."""
 
   name: str = ""
   model: str = ""
+  # The answer format of the prompts it is given, so which tokens it reads.
+  answer: str = "scale"
   # The most prompts one `judge` call should get; the batcher respects it.
   max_batch: int = 8
   # The most `judge` calls the batcher runs at once. One for a backend that
@@ -64,7 +68,8 @@ class Backend(abc.ABC):
   @property
   def identity(self) -> str:
     """Everything besides the prompt that decides a judgement (model,
-    weights, how the score is read); judgements are cached under it."""
+    weights, how the score is read, the answer format); judgements are
+    cached under it."""
     return f"{self.name}:{self.model}"
 
   @abc.abstractmethod

@@ -4,10 +4,11 @@ generateContent`, the key in the `x-goog-api-key` header.
 As with the openai backend, each judge prompt is one request for a single
 token with its top log-probabilities (generationConfig.responseLogprobs and
 logprobs), and the score is the expectation of the digit over those of
-"0".."9" among candidates[0].logprobsResult.topCandidates[0]. A model that
-gives no log-probabilities (or a config that asks for none) gets the digit it
-wrote in candidates[0].content.parts parsed instead, and the Judgement says
-so (method "parsed").
+"0".."9" (binary format: of yes and no, any case and spacing) among
+candidates[0].logprobsResult.topCandidates[0]. A model that gives no
+log-probabilities (or a config that asks for none) gets the answer it wrote
+in candidates[0].content.parts parsed instead, and the Judgement says so
+(method "parsed").
 
 httpx straight to the REST shape rather than the google-genai SDK: the SDK
 release that fits this project's pins brings eight more packages into the
@@ -18,6 +19,7 @@ the same way for every backend. No jax here.
 
 import os
 
+from judge_server import prompts
 from judge_server.backends import base, http_judge
 from judge_server.backends.base import Judgement
 from judge_server.config import BackendConfig, GeminiConfig
@@ -39,7 +41,7 @@ class GeminiBackend(http_judge.HttpBackend):
   name = "gemini"
 
   def __init__(self, config: GeminiConfig, *, max_batch: int,
-               min_score_mass: float):
+               min_score_mass: float, answer: str = prompts.SCALE):
     key = os.environ.get(config.api_key_env)
     if not key:
       raise ConfigError(f"backend.gemini.api_key_env: the environment "
@@ -47,7 +49,7 @@ class GeminiBackend(http_judge.HttpBackend):
     super().__init__(
         f"{config.base_url.rstrip('/')}/v1beta/models/{config.model}"
         ":generateContent", {"x-goog-api-key": key}, config.max_concurrency,
-        config.timeout_s)
+        config.timeout_s, answer)
     self._cfg = config
     self._min_score_mass = min_score_mass
     self.model = config.model
@@ -57,7 +59,7 @@ class GeminiBackend(http_judge.HttpBackend):
   @property
   def identity(self) -> str:
     return (f"gemini:{self._url}:top_logprobs={self._cfg.top_logprobs}:"
-            f"min_score_mass={self._min_score_mass}")
+            f"min_score_mass={self._min_score_mass}:answer={self.answer}")
 
   def _body(self, prompt: str) -> dict:
     k = self._cfg.top_logprobs
@@ -81,9 +83,10 @@ class GeminiBackend(http_judge.HttpBackend):
       if not feedback:
         raise
       return base.unparseable(f"{self._url} gave no answer: {feedback}")
-    return http_judge.score(text, tops, self._min_score_mass)
+    return http_judge.score(text, tops, self._min_score_mass, self.answer)
 
 
 def build(config: BackendConfig) -> GeminiBackend:
   return GeminiBackend(config.gemini, max_batch=config.max_batch,
-                       min_score_mass=config.min_score_mass)
+                       min_score_mass=config.min_score_mass,
+                       answer=config.criteria.format)

@@ -1,6 +1,7 @@
 """What the HTTP judge backends (openai, gemini) share: reading a score from
-the top alternatives of the score token or from the written text, and
-telling a failure that may pass (worth retrying) from one that will not.
+the top alternatives of the first answer token (a digit, or yes or no) or
+from the written text, and telling a failure that may pass (worth retrying)
+from one that will not.
 
 No jax here: a judge server with an HTTP backend runs on machines without it.
 """
@@ -14,10 +15,9 @@ import time
 import httpx
 import numpy as np
 
-from judge_server import aggregation, parsing
+from judge_server import aggregation, parsing, prompts
 from judge_server.backends import base
 from judge_server.backends.base import Backend, Judgement
-from judge_server.prompts import MAX_SCORE, SCORE_TOKENS
 
 # Room for a written answer such as "7/9" or "Score: 7" when the digit is
 # parsed rather than read from probabilities.
@@ -30,35 +30,44 @@ _TRANSIENT_4XX = frozenset({408, 425, 429})
 SHAPE_ERRORS = (KeyError, IndexError, TypeError, AttributeError)
 
 
-def digit_probs(tops: list[tuple[str, float]]) -> np.ndarray:
-  """Probability of each digit among (token, log-probability) alternatives.
-  A digit can come as more than one token ("7" and " 7"); both mean the
-  judge writes 7."""
-  probs = np.zeros(len(SCORE_TOKENS))
+def choice_probs(tops: list[tuple[str, float]],
+                 choices: tuple[str, ...]) -> np.ndarray:
+  """[K+1] probability of each answer among (token, log-probability)
+  alternatives. An answer can come as more than one token ("7" and " 7",
+  "yes", " Yes"): all of them mean the judge writes it."""
+  probs = np.zeros(len(choices))
   for token, logprob in tops:
-    digit = token.strip()
-    if digit in SCORE_TOKENS:
-      probs[int(digit)] += math.exp(logprob)
+    word = token.strip().lower()
+    if word in choices:
+      probs[choices.index(word)] += math.exp(logprob)
   return probs
 
 
+def _parse(text: str, answer: str) -> float:
+  if answer == prompts.BINARY:
+    return float(parsing.parse_yes_no(text))
+  return parsing.parse_score(text) / prompts.MAX_SCORE
+
+
 def score(text: str, tops: list[tuple[str, float]] | None,
-          min_score_mass: float) -> Judgement:
-  """The expected score over the digits among `tops`, or the digit written
-  in `text` where the endpoint gave no alternatives (method "parsed")."""
+          min_score_mass: float, answer: str) -> Judgement:
+  """The expected score over the answers of format `answer` among `tops`,
+  or the answer written in `text` where the endpoint gave no alternatives
+  (method "parsed")."""
   if tops is None:
     try:
-      value = parsing.parse_score(text) / MAX_SCORE
+      value = _parse(text, answer)
     except parsing.UnparseableScore as e:
       return base.unparseable(str(e), method="parsed")
     return Judgement(value, 1.0, method="parsed")
-  value, mass = aggregation.expected_score(digit_probs(tops), min_score_mass)
+  value, mass = aggregation.expected_score(
+      choice_probs(tops, prompts.CHOICES[answer]), min_score_mass)
   if value is not None:
     return Judgement(value, mass)
   return base.unparseable(
-      f"judge put {mass:.2g} probability on the score digits among its top "
-      f"{len(tops)} tokens, below min_score_mass={min_score_mass} (it wrote "
-      f"{text!r})", mass)
+      f"judge put {mass:.2g} probability on the {prompts.ANSWER_NAMES[answer]} "
+      f"among its top {len(tops)} tokens, below min_score_mass="
+      f"{min_score_mass} (it wrote {text!r})", mass)
 
 
 def retry_after_s(value: str | None) -> float:
@@ -98,11 +107,15 @@ def transport_failure(url: str, error: httpx.HTTPError) -> Judgement:
 
 class HttpBackend(Backend):
   """One POST per judge prompt to `url`, at most `max_concurrency` in
-  flight, each bounded by `timeout_s`; subclasses shape the request body and
-  read the answer."""
+  flight, each bounded by `timeout_s`, answers read in format `answer`;
+  subclasses shape the request body and read the answer."""
 
   def __init__(self, url: str, headers: dict[str, str], max_concurrency: int,
-               timeout_s: float):
+               timeout_s: float, answer: str):
+    if answer not in prompts.CHOICES:
+      raise ValueError(f"answer: {answer!r} is not one of "
+                       f"{', '.join(prompts.FORMATS)}")
+    self.answer = answer
     self._url = url
     self._timeout_s = timeout_s
     # The deadline is asyncio's, over the whole request; httpx's own timeouts

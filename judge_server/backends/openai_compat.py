@@ -3,18 +3,20 @@ server, hosted APIs.
 
 Each judge prompt is one request for a single token with its top
 log-probabilities. The score is the expectation of the digit over the
-probabilities of "0".."9" among them, as the jax backend reads it from the
-whole distribution: a digit missing from the top k has less probability than
-each of the k, so little is lost when the judge answers on the scale, and the
-mass says how much it did. An endpoint that returns no log-probabilities (or
-a config that asks for none) gets the digit it wrote parsed instead, and the
-Judgement says so.
+probabilities of "0".."9" among them (binary format: P(yes) / (P(yes) +
+P(no)) over "yes", " Yes" and the like), as the jax backend reads it from the
+whole distribution: an answer token missing from the top k has less
+probability than each of the k, so little is lost when the judge answers as
+asked, and the mass says how much it did. An endpoint that returns no
+log-probabilities (or a config that asks for none) gets the digit, or the yes
+or no, it wrote parsed instead, and the Judgement says so.
 
 No jax here: a judge server with this backend runs on machines without it.
 """
 
 import os
 
+from judge_server import prompts
 from judge_server.backends import http_judge
 from judge_server.backends.base import Judgement
 from judge_server.config import BackendConfig, OpenAIConfig
@@ -43,7 +45,7 @@ class OpenAIBackend(http_judge.HttpBackend):
   name = "openai"
 
   def __init__(self, config: OpenAIConfig, *, max_batch: int,
-               min_score_mass: float):
+               min_score_mass: float, answer: str = prompts.SCALE):
     headers = {}
     if config.api_key_env:
       key = os.environ.get(config.api_key_env)
@@ -54,7 +56,7 @@ class OpenAIBackend(http_judge.HttpBackend):
     path = "/completions" if config.mode == "completions" else (
         "/chat/completions")
     super().__init__(config.base_url.rstrip("/") + path, headers,
-                     config.max_concurrency, config.timeout_s)
+                     config.max_concurrency, config.timeout_s, answer)
     self._cfg = config
     self._min_score_mass = min_score_mass
     self.model = config.model
@@ -78,7 +80,8 @@ class OpenAIBackend(http_judge.HttpBackend):
   @property
   def identity(self) -> str:
     return (f"openai:{self._url}:{self.model}:top_logprobs="
-            f"{self._cfg.top_logprobs}:min_score_mass={self._min_score_mass}")
+            f"{self._cfg.top_logprobs}:min_score_mass={self._min_score_mass}:"
+            f"answer={self.answer}")
 
   def _read(self, data: dict) -> Judgement:
     choice = data["choices"][0]
@@ -87,9 +90,10 @@ class OpenAIBackend(http_judge.HttpBackend):
     else:
       text = choice["message"]["content"] or ""
     tops = _top_logprobs(self._cfg.mode, choice)
-    return http_judge.score(text, tops, self._min_score_mass)
+    return http_judge.score(text, tops, self._min_score_mass, self.answer)
 
 
 def build(config: BackendConfig) -> OpenAIBackend:
   return OpenAIBackend(config.openai, max_batch=config.max_batch,
-                       min_score_mass=config.min_score_mass)
+                       min_score_mass=config.min_score_mass,
+                       answer=config.criteria.format)
