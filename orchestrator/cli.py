@@ -122,13 +122,35 @@ def _judge_serve(args) -> int:
   return judge_main.serve(judge_config.load(args.config, args.set))
 
 
-def _judge_score(args) -> int:
-  from orchestrator import judge_channel, judge_cli
-  channel = judge_channel.ChannelConfig(
+def _channel(args):
+  """The connection flags of _channel_flags as a ChannelConfig."""
+  from orchestrator import judge_channel
+  return judge_channel.ChannelConfig(
       token_file=args.token_file, tls=args.tls, ca_file=args.ca_file,
       cert_file=args.cert_file, key_file=args.key_file,
       server_name=args.server_name)
-  return judge_cli.score_file(args.target, args.input, channel=channel)
+
+
+def _judge_score(args) -> int:
+  from orchestrator import judge_cli
+  return judge_cli.score_file(args.target, args.input, channel=_channel(args))
+
+
+def _judge_validate(args) -> int:
+  judge_cfg = None
+  if args.config:
+    from judge_server import config as judge_config
+    judge_cfg = judge_config.load(args.config, args.set)
+    if judge_cfg.backend.kind == "jax":
+      _cpu_devices(judge_cfg.backend.mesh.size)
+  elif args.set:
+    raise ValueError("--set: overrides fields of --config; with --target "
+                     "the judge's config is the server's")
+  from orchestrator import judge_validate
+  return judge_validate.command(
+      target=args.target, judge_config=judge_cfg, channel=_channel(args),
+      data=args.data, probes=args.probes, n=args.n, seed=args.seed,
+      aggregation=args.aggregation, as_json=args.json)
 
 
 def _judge_import_rar(args) -> int:
@@ -176,7 +198,8 @@ def _eval(args) -> int:
     print(f"grar: error: {e}", file=sys.stderr)
     return 1
   print(f"\n{evaluate.table(report.summaries)}\n\nper-answer rows: "
-        f"{report.output_dir / evaluate.ROWS}")
+        f"{report.output_dir / evaluate.ROWS}\nheld-out accuracy plot: "
+        f"{report.plot}")
   return 0
 
 
@@ -202,6 +225,17 @@ def _models_prepare(args) -> int:
   except prepare.PrepareError as e:
     print(f"grar: error: {e}", file=sys.stderr)
     return 1
+  return 0
+
+
+def _data_make(args) -> int:
+  from orchestrator import tasks
+  manifest = tasks.make(args.tasks.split(","), args.train, args.heldout,
+                        args.seed, args.out, args.option)
+  counts = manifest["counts"].values()
+  print(f"{args.out}: {sum(c['train'] for c in counts)} train, "
+        f"{sum(c['heldout'] for c in counts)} held-out, "
+        f"{sum(c['sft'] for c in counts)} SFT rows")
   return 0
 
 
@@ -258,21 +292,53 @@ def parser() -> argparse.ArgumentParser:
   serve = judge.add_parser("serve", help="run the judge server")
   with_config(serve, required=False)
   serve.set_defaults(func=_judge_serve)
+
+  def channel_flags(sp):
+    sp.add_argument("--token-file", default="",
+                    help="file whose first line is the judge's bearer token")
+    sp.add_argument("--tls", action="store_true",
+                    help="TLS with the CAs gRPC ships")
+    sp.add_argument("--ca-file", default="",
+                    help="TLS, trusting this CA for the judge's certificate")
+    sp.add_argument("--cert-file", default="",
+                    help="client certificate (mutual TLS), with --key-file")
+    sp.add_argument("--key-file", default="", help="client key")
+    sp.add_argument("--server-name", default="",
+                    help="name to check the judge's certificate against")
+
   score = judge.add_parser("score", help="score a JSONL file of rollouts")
   score.add_argument("--target", required=True, help="HOST:PORT")
   score.add_argument("--input", required=True, help="rollouts JSONL")
-  score.add_argument("--token-file", default="",
-                     help="file whose first line is the judge's bearer token")
-  score.add_argument("--tls", action="store_true",
-                     help="TLS with the CAs gRPC ships")
-  score.add_argument("--ca-file", default="",
-                     help="TLS, trusting this CA for the judge's certificate")
-  score.add_argument("--cert-file", default="",
-                     help="client certificate (mutual TLS), with --key-file")
-  score.add_argument("--key-file", default="", help="client key")
-  score.add_argument("--server-name", default="",
-                     help="name to check the judge's certificate against")
+  channel_flags(score)
   score.set_defaults(func=_judge_score)
+  val = judge.add_parser(
+      "validate", help="probe a judge: does it score a correct answer above "
+      "a wrong one, off-topic text, padding, no answer, an injection?")
+  where = val.add_mutually_exclusive_group(required=True)
+  where.add_argument("--target", help="HOST:PORT of a running judge server")
+  where.add_argument("--config", metavar="JUDGE.yaml",
+                     help="a judge server config: that judge, started in "
+                     "this process")
+  val.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field of --config")
+  rows = val.add_mutually_exclusive_group(required=True)
+  rows.add_argument("--data", metavar="DATASET.jsonl",
+                    help="dataset rows (prompt, answer, rubric): probes are "
+                    "built from --n of them")
+  rows.add_argument("--probes", metavar="PROBES.jsonl",
+                    help="your own probes, every row: {prompt, reference?, "
+                    "completion, label: 0|1} or {prompt, reference?, better, "
+                    "worse}")
+  val.add_argument("--n", type=int, default=50,
+                   help="dataset rows to probe, a seeded choice (--data)")
+  val.add_argument("--seed", type=int, default=0,
+                   help="which rows, and the probes' wrong answers")
+  val.add_argument("--aggregation", choices=["explicit", "implicit"],
+                   help="default: the judge's")
+  val.add_argument("--json", action="store_true",
+                   help="one JSON object on stdout instead of the table")
+  channel_flags(val)
+  val.set_defaults(func=_judge_validate)
   rar = judge.add_parser(
       "import-rar", help="convert Rubrics-as-Rewards rubrics to a rubric "
       "pack or to dataset rows (docs/rubrics.md)")
@@ -290,6 +356,26 @@ def parser() -> argparse.ArgumentParser:
                    help="row ids for rows without one: PREFIX-N")
   rar.add_argument("--domain", default="", help="the rows' domain")
   rar.set_defaults(func=_judge_import_rar)
+
+  data = sub.add_parser("data", help="datasets").add_subparsers(
+      dest="data_command", required=True)
+  make = data.add_parser(
+      "make", help="generated reasoning tasks (reasoning-gym): train, "
+      "held-out and SFT rows")
+  make.add_argument("--tasks", required=True, metavar="NAME[,NAME...]",
+                    help="reasoning-gym task names, e.g. chain_sum,gcd")
+  make.add_argument("--train", type=int, required=True, metavar="N",
+                    help="training rows, split evenly across the tasks")
+  make.add_argument("--heldout", type=int, required=True, metavar="M",
+                    help="held-out rows, none with a training prompt")
+  make.add_argument("--seed", type=int, default=0,
+                    help="the generators' seed (default 0)")
+  make.add_argument("--out", required=True, metavar="DIR",
+                    help="a new or empty directory")
+  make.add_argument("--option", action="append", default=[],
+                    metavar="NAME.KEY=VALUE", help="a generator option "
+                    "(repeatable), e.g. chain_sum.max_terms=3")
+  make.set_defaults(func=_data_make)
 
   models = sub.add_parser("models", help="model checkpoints").add_subparsers(
       dest="models_command", required=True)

@@ -89,6 +89,42 @@ class RewardsConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class JudgeValidationConfig:
+  """The judge check before a run trusts its judge (and before `grar
+  eval`): `rows` of the run's examples become probes (a correct answer,
+  a wrong one, off-topic text, padding, no answer, a prompt injection; see
+  orchestrator/judge_validate.py), scored by the judge, the table written
+  to the run directory. A judge that scores the correct answer above the
+  off-topic text in fewer than min_off_topic_accuracy of the rows (ties
+  half) cannot see what it grades: on_fail stop ends the run before
+  training, warn says so and trains, skip does not check (not "off", which
+  YAML reads as false)."""
+  rows: int = 8
+  min_off_topic_accuracy: float = 0.8
+  on_fail: Literal["stop", "warn", "skip"] = "stop"
+
+  def __post_init__(self):
+    positive(self, "rows")
+    if not 0 <= self.min_off_topic_accuracy <= 1:
+      raise ValueError("min_off_topic_accuracy: must be in [0, 1]")
+
+
+@dataclasses.dataclass(frozen=True)
+class JudgeWatchConfig:
+  """A watch for reward hacking while training: a warning when the
+  correlation of the judge's reward with completion length (per step, over
+  its scored rollouts) is above length_corr_warn for `patience` steps in a
+  row. length_corr_warn 1 never warns."""
+  length_corr_warn: float = 0.5
+  patience: int = 3
+
+  def __post_init__(self):
+    positive(self, "patience")
+    if not -1 <= self.length_corr_warn <= 1:
+      raise ValueError("length_corr_warn: must be in [-1, 1]")
+
+
+@dataclasses.dataclass(frozen=True)
 class JudgeRunConfig:
   """Where the judge runs. in-process: on the judge mesh of the trainer's
   process, behind a loopback gRPC server; subprocess: a judge server process
@@ -105,6 +141,8 @@ class JudgeRunConfig:
   # unscorable for `unscorable_patience` steps in a row.
   max_unscorable_rate: float = 0.5
   unscorable_patience: int = 3
+  validation: JudgeValidationConfig = JudgeValidationConfig()
+  watch: JudgeWatchConfig = JudgeWatchConfig()
   server: JudgeConfig = JudgeConfig()
   # How the trainer connects: token file, TLS files (orchestrator.judge_channel).
   client: ChannelConfig = ChannelConfig()

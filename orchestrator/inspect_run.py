@@ -20,14 +20,20 @@ COMPONENTS = ("reward", "format", "answer", "judge")
 TIME_SPLIT = ("time_generate", "time_judge_wait", "time_train")
 
 
+# Columns whose names the table would cut unreadably.
+_HEADERS = {"judge_length_corr": "judge~length", "judge_answer_agreement":
+            "judge=answer"}
+
+
 class InspectError(ValueError):
   pass
 
 
 def _table(rows) -> str:
   cols = ["step", *(f"{c}_mean" for c in COMPONENTS), "unscorable_rate",
-          "loss", "kl", "staleness", "judge_latency_p50_ms", "time_step"]
-  lines = ["  ".join(f"{c[:14]:>14}" for c in cols)]
+          "judge_length_corr", "judge_answer_agreement", "loss", "kl",
+          "staleness", "judge_latency_p50_ms", "time_step"]
+  lines = ["  ".join(f"{_HEADERS.get(c, c)[:14]:>14}" for c in cols)]
   for r in rows:
     lines.append("  ".join(f"{r.get(c, float('nan')):>14.4g}" for c in cols))
   return "\n".join(lines)
@@ -43,17 +49,54 @@ def _sample(record) -> str:
           f"    completion: {record['completion'][:200]!r}")
 
 
-def _plots(rows, records, out: pathlib.Path) -> list[pathlib.Path]:
-  out.mkdir(exist_ok=True)
-  steps = [r["step"] for r in rows]
-  paths = []
-
+def _rewards_figure(rows):
   fig, ax = plt.subplots(figsize=(7, 4))
+  steps = [r["step"] for r in rows]
   for c in COMPONENTS:
     ax.plot(steps, [r[f"{c}_mean"] for r in rows], marker="o", label=c)
   ax.set(xlabel="step", ylabel="mean reward", title="Reward components")
   ax.legend()
-  paths.append(out / "rewards.png")
+  return fig
+
+
+def _save(figure, path: pathlib.Path) -> pathlib.Path:
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+  plt.close(figure)
+  return path
+
+
+def plot_rewards(run_dir: pathlib.Path) -> pathlib.Path:
+  """Writes RUN_DIR/plots/rewards.png, the mean of each reward component
+  per GRPO step from the run's metrics.csv, and returns its path; prints
+  nothing (inspect's report without the report)."""
+  run_dir = pathlib.Path(run_dir)
+  rows = _metrics(run_dir)
+  missing = [f"{c}_mean" for c in COMPONENTS if f"{c}_mean" not in rows[0]]
+  if missing:
+    raise InspectError(f"{run_dir}: {run_dir_lib.METRICS} has no {missing[0]}"
+                       "; not a GRPO run")
+  (run_dir / "plots").mkdir(exist_ok=True)
+  return _save(_rewards_figure(rows), run_dir / "plots" / "rewards.png")
+
+
+def _metrics(run_dir: pathlib.Path) -> list[dict[str, float]]:
+  """The rows of RUN_DIR's metrics.csv; InspectError if it has none."""
+  metrics_path = run_dir / run_dir_lib.METRICS
+  if not metrics_path.exists():
+    raise InspectError(f"{run_dir}: no {run_dir_lib.METRICS}; not a run "
+                       "directory, or no step has finished")
+  rows = metrics_lib.read(metrics_path)
+  if not rows:
+    raise InspectError(f"{run_dir}: no step has finished yet")
+  return rows
+
+
+def _plots(rows, records, out: pathlib.Path) -> list[pathlib.Path]:
+  out.mkdir(exist_ok=True)
+  steps = [r["step"] for r in rows]
+  fig = _rewards_figure(rows)
+  paths = [out / "rewards.png"]
 
   latencies = [r["judge_latency_ms"] for r in records
                if r["judge_status"] == "SCORED"]
@@ -73,22 +116,15 @@ def _plots(rows, records, out: pathlib.Path) -> list[pathlib.Path]:
   ax3.legend()
   paths.append(out / "time_split.png")
 
-  for figure, path in zip((fig, fig2, fig3), paths):
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-  return paths
+  return [_save(figure, path)
+          for figure, path in zip((fig, fig2, fig3), paths)]
 
 
 def inspect(run_dir: pathlib.Path, out: TextIO, samples: int = 3) -> int:
   run_dir = pathlib.Path(run_dir)
-  metrics_path = run_dir / run_dir_lib.METRICS
-  if not metrics_path.exists():
-    raise InspectError(f"{run_dir}: no {run_dir_lib.METRICS}; not a run "
-                       "directory, or no step has finished")
-  rows = metrics_lib.read(metrics_path)
+  rows = _metrics(run_dir)
   records = list(journal_lib.read(run_dir / run_dir_lib.JOURNAL))
-  if not rows or not records:
+  if not records:
     raise InspectError(f"{run_dir}: no step has finished yet")
   print(f"run {run_dir}: {len(rows)} steps, {len(records)} rollouts, "
         f"{sum(r['judge_status'] != 'SCORED' for r in records)} unscorable",

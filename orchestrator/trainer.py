@@ -34,6 +34,8 @@ from orchestrator import journal as journal_lib
 from orchestrator import judge_client as judge_client_lib
 from orchestrator import judge_pool
 from orchestrator import judge_process
+from orchestrator import judge_validate
+from orchestrator import judge_watch
 from orchestrator import mesh as mesh_lib
 from orchestrator import metrics as metrics_lib
 from orchestrator import rewards as rewards_lib
@@ -127,18 +129,13 @@ def judge_client(cfg: RunConfig, target):
 
 
 def judge_requests(step, batch, texts, num_generations, aggregation):
+  """A ScoreRequest per completion: texts[i] answers example
+  batch[i // num_generations]."""
   requests = []
   for i, text in enumerate(texts):
     ex = batch[i // num_generations]
-    row = {"prompt": ex.prompt, "completion": text,
-           "reference_answer": ex.answer, "aggregation": aggregation}
-    if ex.rubric is not None:
-      row["rubric"] = {"criteria": [dataclasses.asdict(c)
-                                    for c in ex.rubric.criteria]}
-    else:
-      row["rubric_id"] = ex.rubric_id
-    requests.append(judge_client_lib.request_from_row(
-        row, f"s{step}-{ex.id}-g{i % num_generations}"))
+    requests.append(judge_validate.request_for(
+        ex, text, f"s{step}-{ex.id}-g{i % num_generations}", aggregation))
   return requests
 
 
@@ -220,6 +217,8 @@ class _Trainer:
     self.version = 0
     self._publish()
     self.unscorable_streak = 0
+    self.length_watch = judge_watch.LengthWatch(
+        cfg.judge.watch.length_corr_warn, cfg.judge.watch.patience)
 
   def _publish(self) -> None:
     if self.workers:
@@ -313,6 +312,8 @@ class _Trainer:
                                 if latencies.size else float("nan"),
         "judge_retries": self.client.retries,
         "completion_len_mean": float(lengths.mean()),
+        **judge_watch.step_metrics(components["judge"], components["answer"],
+                                   lengths),
         "tokens_per_s": float(lengths.sum() / item.time_generate),
         **update,
         "staleness": int(staleness.max()),
@@ -419,6 +420,10 @@ def _run_connected(cfg: RunConfig,
       raise TrainError(f"{e}; start the judge server or fix judge.target"
                        ) from None
     _say(f"judge ready at {target} ({time.monotonic() - t0:.0f} s)")
+    # Before the policy loads: a blind judge stops the run in seconds.
+    judge_validate.check(client, examples, cfg.judge.validation,
+                         cfg.judge.aggregation, cfg.train.seed, run_dir, _say,
+                         TrainError, reuse=resume_dir is not None)
     # One judge call in flight per batch the pipeline holds.
     pool = concurrent.futures.ThreadPoolExecutor(cfg.train.staleness + 1)
     t0 = time.monotonic()
@@ -444,6 +449,8 @@ def _run_connected(cfg: RunConfig,
         metrics.write(row)
         rows.append(row)
         trainer.check_unscorable(row)
+        if warning := trainer.length_watch.update(row):
+          _say(warning)
         if step == cfg.train.steps or (
             cfg.train.checkpoint_every
             and step % cfg.train.checkpoint_every == 0):

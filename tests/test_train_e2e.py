@@ -61,6 +61,20 @@ def test_metrics_have_every_component_and_a_finite_loss(run):
     assert row["judge_scored"] == BATCH * G and row["judge_unscorable"] == 0
     # The judge's rubric reward is continuous, not a parsed constant.
     assert 0.0 < row["judge_mean"] < 1.0
+    # The reward-hacking watch: nan only where it is undefined.
+    assert -1 <= row["judge_length_corr"] <= 1 or math.isnan(
+        row["judge_length_corr"])
+    assert 0 <= row["judge_answer_agreement"] <= 1
+
+
+def test_the_random_judge_was_validated_and_warned_about(run):
+  run_dir, proc = run
+  # cpu-tiny.yaml: judge.validation.on_fail warn, on 2 examples.
+  assert "grar: warning: the judge cannot tell a correct answer" in proc.stderr
+  report = json.loads((run_dir / "judge_validation.json").read_text())
+  assert report["rows"] == 2 and report["probes"] == 12
+  assert (run_dir / "judge_validation.txt").read_text().startswith(
+      "judge validation on 2 examples\npair")
 
 
 def test_lora_parameters_changed(run):
@@ -124,6 +138,7 @@ def test_inspect_summarises_the_run_and_plots_it(run):
   assert proc.returncode == 0, proc.stderr[-2000:]
   out = proc.stdout
   assert f"{STEPS} steps, {STEPS * BATCH * G} rollouts, 0 unscorable" in out
+  assert "judge~length" in out and "judge=answer" in out
   assert "best 2:" in out and "worst 2:" in out
   # Explicit aggregation: the samples show per-criterion judge scores.
   assert "c0=" in out

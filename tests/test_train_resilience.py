@@ -41,6 +41,8 @@ def test_sigkilled_trainer_resumes_without_lost_or_repeated_steps(tmp_path):
   # Progress restarts where the checkpoint left off.
   assert f"step {done.step + 1}/{steps}" in resumed.stderr
   assert f"step {done.step}/{steps}" not in resumed.stderr
+  # The judge check of the run's start stands; it is not run again.
+  assert "not probed again on resume" in resumed.stderr
   records = _assert_every_step_once(rd, steps)
   assert all(r["judge_status"] == "SCORED" for r in records)
   assert run_dir.latest_manifest(rd).step == steps

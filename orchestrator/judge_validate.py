@@ -1,0 +1,309 @@
+"""`grar judge validate`, and the judge check the trainer and `grar eval`
+run before they trust a judge.
+
+Probes (judge_server.probes) are built from dataset rows with a reference
+answer and scored through the judge service like any rollout, so the check
+measures whatever judge, prompt format and backend is behind the address.
+Users can bring their own probes instead: JSON Lines rows
+  {"prompt", "reference"?, "completion", "label": 0 | 1, RUBRIC?}
+or
+  {"prompt", "reference"?, "better", "worse", RUBRIC?}
+where RUBRIC is "rubric": {"criteria": [...]} or "rubric_id": "PACK"
+(a row without a rubric gets the pack "general-reasoning", as datasets do).
+"""
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import json
+import pathlib
+import random
+import sys
+import time
+from collections.abc import Callable, Collection, Sequence
+
+from judge_server import probes as probes_lib
+from judge_server import validation
+from judge_server.config import JudgeConfig
+from orchestrator import dataset as dataset_lib
+from orchestrator import templates
+from orchestrator.judge_channel import ChannelConfig
+from orchestrator.judge_client import JudgeClient, request_from_row
+from protos import judge_pb2
+
+REPORT = "judge_validation.json"
+TABLE = "judge_validation.txt"
+PROBE_KEYS = ("prompt", "reference", "completion", "label", "better", "worse",
+              "rubric", "rubric_id")
+TAGS = probes_lib.Tags(templates.REASONING_START, templates.REASONING_END,
+                       templates.ANSWER_START, templates.ANSWER_END)
+# Probes per score() call, two calls in flight: enough prompts queued for
+# the judge's batcher, and a progress line after each call.
+_CHUNK = 16
+_READY_S = 60.0
+
+
+def request_for(ex: dataset_lib.Example, completion: str, rollout_id: str,
+                aggregation: str | None) -> judge_pb2.ScoreRequest:
+  """The ScoreRequest of `completion` to example `ex`, with its reference
+  answer and rubric; aggregation None leaves it to the server."""
+  row = {"prompt": ex.prompt, "completion": completion,
+         "reference_answer": ex.answer}
+  if aggregation is not None:
+    row["aggregation"] = aggregation
+  if ex.rubric is not None:
+    row["rubric"] = {"criteria": [dataclasses.asdict(c)
+                                  for c in ex.rubric.criteria]}
+  else:
+    row["rubric_id"] = ex.rubric_id
+  return request_from_row(row, rollout_id)
+
+
+def choose(examples: Sequence, n: int, seed: int) -> list:
+  """n of `examples` drawn with `seed`, in file order (all when n is
+  larger)."""
+  if n >= len(examples):
+    return list(examples)
+  return [examples[i] for i in sorted(random.Random(seed).sample(
+      range(len(examples)), n))]
+
+
+def score_all(client, requests: list[judge_pb2.ScoreRequest],
+              progress: Callable[[int, int], None] | None = None
+              ) -> dict[str, judge_pb2.ScoreResult]:
+  """Every request's result by rollout_id; progress(done, total) after each
+  chunk. `client` is a JudgeClient or a JudgePool."""
+  chunks = [requests[i:i + _CHUNK] for i in range(0, len(requests), _CHUNK)]
+  results = {}
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    for done in concurrent.futures.as_completed(
+        [pool.submit(client.score, chunk) for chunk in chunks]):
+      results.update(done.result())
+      if progress:
+        progress(len(results), len(requests))
+  return results
+
+
+def _rewards(results, ids) -> tuple[list[float | None], list[float]]:
+  """Rewards of `ids` (None: unscorable) and the scored ones' latencies."""
+  rewards, latencies = [], []
+  for i in ids:
+    r = results[i]
+    if r.status == judge_pb2.SCORED:
+      rewards.append(r.reward)
+      latencies.append(r.latency_ms)
+    else:
+      rewards.append(None)
+  return rewards, latencies
+
+
+def probe_examples(client, examples: Sequence[dataset_lib.Example], seed: int,
+                   aggregation: str | None, progress=None) -> dict:
+  """Builds every probe kind from each example, scores them all and
+  returns validation.probe_report."""
+  built = probes_lib.build([ex.answer for ex in examples], TAGS, seed)
+  requests = [request_for(ex, texts[kind], f"probe{i}-{kind}", aggregation)
+              for i, (ex, texts) in enumerate(zip(examples, built))
+              for kind in probes_lib.KINDS]
+  results = score_all(client, requests, progress)
+  rewards, latencies = {}, []
+  for kind in probes_lib.KINDS:
+    rewards[kind], lat = _rewards(
+        results, [f"probe{i}-{kind}" for i in range(len(examples))])
+    latencies += lat
+  return validation.probe_report(rewards, latencies)
+
+
+@dataclasses.dataclass(frozen=True)
+class UserProbe:
+  """One row of a user's probe file: `example` holds its prompt, reference
+  (answer, "" when none) and rubric; either completion and label, or better
+  and worse."""
+  example: dataset_lib.Example
+  completion: str = ""
+  label: int | None = None
+  better: str = ""
+  worse: str = ""
+
+
+def load_probes(path, known_rubric_ids: Collection[str]) -> list[UserProbe]:
+  """The probes of a JSON Lines (or parquet, saved dataset) file; raises
+  DatasetError "<where>: <field>: <problem>" for the first bad row."""
+  def build(row: dict) -> UserProbe:
+    prompt = dataset_lib.text_field(row, "prompt")
+    reference = (dataset_lib.text_field(row, "reference")
+                 if "reference" in row else "")
+    labelled = "completion" in row or "label" in row
+    if labelled == ("better" in row or "worse" in row):
+      raise dataset_lib.DatasetError(
+          "completion: give completion and label, or better and worse")
+    # The dataset rows' rubric rules: inline, a known pack, or the default.
+    rubric, rubric_id = dataset_lib._rubric(row, known_rubric_ids)
+    example = dataset_lib.Example("", dataset_lib.DEFAULT_DOMAIN, prompt,
+                                  reference, rubric, rubric_id)
+    if not labelled:
+      return UserProbe(example, better=dataset_lib.text_field(row, "better"),
+                       worse=dataset_lib.text_field(row, "worse"))
+    label = row.get("label")
+    if type(label) is not int or label not in (0, 1):
+      got = "nothing" if label is None else repr(label)
+      raise dataset_lib.DatasetError(f"label: must be 0 or 1, got {got}")
+    return UserProbe(example, dataset_lib.text_field(row, "completion"),
+                     label)
+  return dataset_lib.load_table(path, PROBE_KEYS, build)
+
+
+def probe_user(client, user: Sequence[UserProbe], aggregation: str | None,
+               progress=None) -> dict:
+  """Scores a user's probes and returns validation.user_report."""
+  labelled = [p for p in user if p.label is not None]
+  paired = [p for p in user if p.label is None]
+  requests = (
+      [request_for(p.example, p.completion, f"label{i}", aggregation)
+       for i, p in enumerate(labelled)]
+      + [request_for(p.example, text, f"pair{i}-{side}", aggregation)
+         for i, p in enumerate(paired)
+         for side, text in (("better", p.better), ("worse", p.worse))])
+  results = score_all(client, requests, progress)
+  rewards, lat = _rewards(results, [f"label{i}" for i in range(len(labelled))])
+  better, lat_b = _rewards(results, [f"pair{i}-better"
+                                     for i in range(len(paired))])
+  worse, lat_w = _rewards(results, [f"pair{i}-worse"
+                                    for i in range(len(paired))])
+  return validation.user_report(rewards, [p.label for p in labelled], better,
+                                worse, lat + lat_b + lat_w)
+
+
+def off_topic_accuracy(report: dict) -> dict:
+  """The report's correct > off_topic pair."""
+  return next(p for p in report["pairs"] if p["name"] == "correct > off_topic")
+
+
+def write(out_dir: pathlib.Path, report: dict, header: str) -> None:
+  """REPORT (JSON, nan as null) and TABLE (the printed text) in out_dir."""
+  (out_dir / REPORT).write_text(
+      json.dumps(validation.json_ready(report), indent=2) + "\n")
+  (out_dir / TABLE).write_text(f"{header}\n{validation.table(report)}\n")
+
+
+def check(client, examples: Sequence[dataset_lib.Example], cfg, aggregation,
+          seed: int, out_dir: pathlib.Path, say: Callable[[str], None],
+          error: type[Exception], reuse: bool = False) -> dict | None:
+  """The check before a run trusts its judge (cfg: config
+  JudgeValidationConfig): cfg.rows of `examples` become probes, the report
+  goes to out_dir (REPORT, TABLE) and to `say`. A judge whose correct >
+  off_topic accuracy is below cfg.min_off_topic_accuracy raises `error`
+  (on_fail stop) or is reported as a warning (warn); skip skips the check.
+  reuse: a REPORT already in out_dir (a resumed run) is read, not measured
+  again. Returns the report, None when skipped."""
+  if cfg.on_fail == "skip":
+    return None
+  path = out_dir / REPORT
+  if reuse and path.exists():
+    report = json.loads(path.read_text())
+    say(f"judge validated when the run started ({out_dir / TABLE}); not "
+        "probed again on resume")
+  else:
+    chosen = choose(examples, cfg.rows, seed)
+    say(f"validating the judge on {len(chosen)} examples x "
+        f"{len(probes_lib.KINDS)} probes")
+    t0 = time.monotonic()
+    report = probe_examples(
+        client, chosen, seed, aggregation,
+        lambda done, total: say(f"judge validation: {done}/{total} probes "
+                                f"scored ({time.monotonic() - t0:.0f} s)"))
+    header = f"judge validation on {len(chosen)} examples"
+    write(out_dir, report, header)
+    say(f"{header}:\n{validation.table(report)}")
+  pair = off_topic_accuracy(report)
+  accuracy = pair["accuracy"] if pair["accuracy"] is not None else float("nan")
+  if accuracy >= cfg.min_off_topic_accuracy:
+    return report
+  problem = (
+      "the judge cannot tell a correct answer from off-topic text: correct "
+      f"> off_topic accuracy {validation.fmt(accuracy, '.2f')} on "
+      f"{pair['n']} examples (95% interval "
+      f"[{validation.fmt(pair['low'], '.2f')}, "
+      f"{validation.fmt(pair['high'], '.2f')}], ties half), below "
+      f"judge.validation.min_off_topic_accuracy={cfg.min_off_topic_accuracy}"
+      f"; table in {out_dir / TABLE}")
+  if cfg.on_fail == "stop":
+    raise error(f"{problem}. Use a stronger judge or another judge prompt, "
+                "or go on anyway with --set judge.validation.on_fail=warn")
+  say(f"warning: {problem}")
+  return report
+
+
+@contextlib.contextmanager
+def _in_process(cfg: JudgeConfig):
+  """A judge server of `cfg` on loopback in this process; yields its
+  address."""
+  from judge_server import __main__ as judge_main  # jax only if kind jax
+  from judge_server import server as judge_server_lib
+  judge_server_lib.check(cfg)
+  _say(f"starting the judge in process ({cfg.backend.kind} backend)")
+  backend = judge_main.build_backend(cfg.backend)
+  handle = judge_server_lib.run_in_thread(
+      dataclasses.replace(cfg, host="127.0.0.1", port=0), backend)
+  try:
+    yield handle.address
+  finally:
+    handle.stop()
+
+
+def _say(message: str) -> None:
+  print(f"grar: {message}", file=sys.stderr, flush=True)
+
+
+def command(*, target: str | None, judge_config: JudgeConfig | None,
+            channel: ChannelConfig, data: str | None, probes: str | None,
+            n: int, seed: int, aggregation: str | None, as_json: bool,
+            out=None) -> int:
+  """`grar judge validate`: the report on stdout (a table, or one JSON
+  object); progress on stderr. Returns the exit code."""
+  from judge_server import server as judge_server_lib
+  out = out or sys.stdout
+  if n < 1:
+    raise ValueError(f"--n: must be >= 1, got {n}")
+  with contextlib.ExitStack() as stack:
+    if judge_config is not None:
+      # Rows are checked before a slow model load.
+      items = _items(data, probes, judge_server_lib.load_packs(
+          judge_config.rubric_dir), n, seed)
+      target = stack.enter_context(_in_process(judge_config))
+    client = stack.enter_context(JudgeClient(target, 600.0, channel))
+    try:
+      client.wait_ready(_READY_S)
+    except TimeoutError as e:
+      print(f"grar: error: {e}", file=sys.stderr)
+      return 1
+    info = client.info()
+    if judge_config is None:
+      items = _items(data, probes, [r.id for r in info.rubrics], n, seed)
+    t0 = time.monotonic()
+    progress = lambda done, total: _say(  # noqa: E731
+        f"{done}/{total} probes scored ({time.monotonic() - t0:.0f} s)")
+    if data:
+      report = probe_examples(client, items, seed, aggregation, progress)
+    else:
+      report = probe_user(client, items, aggregation, progress)
+  used = aggregation or judge_pb2.Aggregation.Name(
+      info.default_aggregation).lower()
+  header = (f"judge {info.backend}:{info.model}, {used} aggregation, on "
+            f"{data or probes}" + (f" ({len(items)} rows, seed {seed})"
+                                   if data else ""))
+  if as_json:
+    out.write(json.dumps(validation.json_ready({
+        "judge": {"backend": info.backend, "model": info.model},
+        "aggregation": used, "source": data or probes, "seed": seed,
+        **report})) + "\n")
+  else:
+    out.write(f"{header}\n{validation.table(report)}\n")
+  out.flush()
+  return 0
+
+
+def _items(data, probes, known: Collection[str], n: int, seed: int) -> list:
+  if data:
+    return choose(dataset_lib.load_jsonl(data, known), n, seed)
+  return load_probes(probes, known)
