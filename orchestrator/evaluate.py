@@ -2,12 +2,15 @@
 
 Each candidate (the base model, or what a run trained) answers every
 held-out question greedily; the answers get the training rewards' measures:
-format accuracy (the strict template, format reward 1), exact-answer
-accuracy (numeric tolerance), the judge's mean rubric score over the answers
-it could score (unscorable ones are counted, never averaged in as 0) and the
-mean answer length in tokens. Every answer goes to rows.jsonl.
+format accuracy (the strict template, format reward 1), answer accuracy
+(the `answer` reward 1), each with its 95 % Wilson interval, the judge's mean
+rubric score over the answers it could score (unscorable ones are counted,
+never averaged in as 0) and the mean answer length in tokens; overall and
+per task. Every answer goes to rows.jsonl; summary.json and
+plots/heldout_accuracy.png hold the measures.
 """
 
+import concurrent.futures
 import dataclasses
 import json
 import math
@@ -15,15 +18,20 @@ import pathlib
 import sys
 
 import jax
+import matplotlib
+matplotlib.use("Agg")  # files only; no display on a TPU VM or in CI
+import matplotlib.pyplot as plt
 import numpy as np
 import yaml
 
 from judge_server import server as judge_server_lib
 from judge_server import strict
 from orchestrator import dataset as dataset_lib
+from orchestrator import judge_validate
 from orchestrator import mesh as mesh_lib
 from orchestrator import pipeline
 from orchestrator import rewards
+from orchestrator import stats
 from orchestrator import templates
 from orchestrator import trainer
 from orchestrator.config import DataConfig, JudgeRunConfig, MeshConfig
@@ -33,6 +41,7 @@ from protos import judge_pb2
 
 ROWS = "rows.jsonl"
 SUMMARY = "summary.json"
+PLOT = "plots/heldout_accuracy.png"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +66,9 @@ class EvalConfig:
   candidates: tuple[Candidate, ...] = (Candidate("base"),)
   max_prompt_tokens: int = 512
   max_new_tokens: int = 64
-  batch_size: int = 8  # questions generated together
+  # Questions generated together, every call the same shape (a short last
+  # batch is padded), so the sampler compiles once per candidate.
+  batch_size: int = 8
   output_dir: str = "runs/eval"  # gets config.yaml, rows.jsonl, summary.json
 
   def __post_init__(self):
@@ -81,7 +92,8 @@ def load(path, overrides=()) -> EvalConfig:
 @dataclasses.dataclass(frozen=True)
 class Report:
   output_dir: pathlib.Path
-  summaries: dict[str, dict[str, float]]  # candidate -> metric -> value
+  summaries: dict[str, dict]  # candidate -> summarise()'s measures
+  plot: pathlib.Path  # heldout_accuracy.png
 
 
 def evaluate(cfg: EvalConfig) -> Report:
@@ -116,98 +128,214 @@ def evaluate(cfg: EvalConfig) -> Report:
     except TimeoutError as e:
       raise trainer.TrainError(
           f"{e}; start the judge server or fix judge.target") from None
+    # The numbers a run's start-up check gives, for this judge on this set.
+    judge_validate.check(
+        client, examples, cfg.judge.validation, cfg.judge.aggregation, 0, out,
+        lambda m: print(f"grar: {m}", file=sys.stderr, flush=True),
+        trainer.TrainError)
+    generators = {}
     for candidate in cfg.candidates:
       print(f"grar: evaluating {candidate.name} on {len(examples)} held-out "
             "questions", file=sys.stderr, flush=True)
       rows = _answers(cfg, trained.get(candidate.name), examples, policy_mesh,
-                      client, candidate.name)
+                      client, candidate.name, generators)
       for row in rows:
         rows_file.write(json.dumps(row) + "\n")
       summaries[candidate.name] = summarise(rows)
-  # NaN (no scored answer) is not JSON: null.
-  (out / SUMMARY).write_text(json.dumps(
-      {name: {k: None if isinstance(v, float) and math.isnan(v) else v
-              for k, v in summary.items()}
-       for name, summary in summaries.items()}, indent=2) + "\n")
-  return Report(out, summaries)
+  (out / SUMMARY).write_text(json.dumps(_json_ready(summaries), indent=2)
+                             + "\n")
+  return Report(out, summaries, plot_accuracy(summaries, out))
 
 
-def _answers(cfg: EvalConfig, trained, examples, mesh, client,
-             name: str) -> list[dict]:
-  """One row per example: the candidate's greedy answer and its measures."""
+def _json_ready(value):
+  """value with every NaN (a judge mean with no scored answer), however
+  deeply nested, as None: NaN is not JSON."""
+  if isinstance(value, dict):
+    return {k: _json_ready(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_json_ready(v) for v in value]
+  return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def _answers(cfg: EvalConfig, trained, examples, mesh, client, name: str,
+             generators: dict) -> list[dict]:
+  """One row per example: the candidate's greedy answer and its measures.
+  generators: one RolloutGenerator per model structure (None for the base,
+  (rank, alpha) for LoRA), reused by candidates of that structure: a new one
+  compiles the sampler again, about a minute on the 270M."""
   model, tokenizer = models.build_model(cfg.model, mesh)
   if trained is not None:
     model = models.apply_lora(model, mesh, rank=trained.rank,
                               alpha=trained.alpha, seed=0)
     checkpoint.restore_lora(trained.checkpoint, model)
-  generator = rollout.RolloutGenerator(
-      model, tokenizer, mesh, max_prompt_tokens=cfg.max_prompt_tokens,
-      max_new_tokens=cfg.max_new_tokens)
+  structure = None if trained is None else (trained.rank, trained.alpha)
+  if structure in generators:
+    generators[structure].sync(model)
+  else:
+    generators[structure] = rollout.RolloutGenerator(
+        model, tokenizer, mesh, max_prompt_tokens=cfg.max_prompt_tokens,
+        max_new_tokens=cfg.max_new_tokens)
+  generator = generators[structure]
   for ex in examples:
     if (n := generator.prompt_length(templates.render(ex.prompt))
         ) > cfg.max_prompt_tokens:
       raise ValueError(f"max_prompt_tokens: {cfg.max_prompt_tokens} is too "
                        f"small for example {ex.id}, which needs {n}")
-  rows = []
-  for start in range(0, len(examples), cfg.batch_size):
-    batch = examples[start:start + cfg.batch_size]
-    # Without top_p, tunix's sampler takes the most likely token.
-    rolls = generator.generate([templates.render(ex.prompt) for ex in batch],
-                               1, temperature=1.0, top_p=None, seed=0)
-    requests = trainer.judge_requests(name, batch, rolls.texts, 1,
-                                       cfg.judge.aggregation)
-    judged = client.score(requests)
-    for ex, text, n, request in zip(batch, rolls.texts,
-                                    rolls.completion_lengths, requests):
-      result = judged[request.rollout_id]
-      scored = result.status == judge_pb2.SCORED
-      rows.append({
-          "candidate": name, "example_id": ex.id, "prompt": ex.prompt,
-          "reference_answer": ex.answer, "completion": text,
-          "completion_tokens": int(n),
-          "format": rewards.format_reward(text),
-          "answer": rewards.exact_answer_reward(text, ex.answer),
-          "judge_status": judge_pb2.Status.Name(result.status),
-          "judge_reward": result.reward if scored else None,
-          "judge_reason": result.reason})
+  size = min(cfg.batch_size, len(examples))
+  rows, pending = [], None
+  # The judge scores batch k while the policy generates batch k + 1: one
+  # batch in flight, so a failing judge stops the eval a batch later.
+  with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    for start in range(0, len(examples), size):
+      batch = examples[start:start + size]
+      texts, lengths = _generate(generator, batch, size)
+      if pending is not None:
+        rows += _rows(name, *pending)
+      requests = trainer.judge_requests(name, batch, texts, 1,
+                                         cfg.judge.aggregation)
+      pending = (batch, texts, lengths, requests,
+                 pool.submit(client.score, requests))
+    rows += _rows(name, *pending)
   return rows
 
 
-def summarise(rows: list[dict]) -> dict[str, float]:
-  """The measures of one candidate's rows. judge_mean is over the scored
-  rows only (NaN when none was), with the unscorable ones counted."""
-  judged = [r["judge_reward"] for r in rows if r["judge_reward"] is not None]
+def _generate(generator, batch, size: int) -> tuple[list[str], np.ndarray]:
+  """(texts, [len(batch)] token counts): greedy answers to batch. A batch
+  shorter than size is padded with copies of its last prompt: another batch
+  shape would compile the sampler again (minutes on the 270M), and a copy
+  stops when its original does, so it adds no decode steps."""
+  prompts = [templates.render(ex.prompt) for ex in batch]
+  prompts += prompts[-1:] * (size - len(prompts))
+  # Without top_p, tunix's sampler takes the most likely token.
+  rolls = generator.generate(prompts, 1, temperature=1.0, top_p=None, seed=0)
+  return rolls.texts[:len(batch)], rolls.completion_lengths[:len(batch)]
+
+
+def _rows(name: str, batch, texts, lengths, requests, judged) -> list[dict]:
+  """The rows of one generated batch, once its judge call (a future) ends."""
+  by_id = judged.result()
+  rows = []
+  for ex, text, n, request in zip(batch, texts, lengths, requests):
+    result = by_id[request.rollout_id]
+    scored = result.status == judge_pb2.SCORED
+    rows.append({
+        "candidate": name, "example_id": ex.id,
+        "task": ex.task or ex.domain, "prompt": ex.prompt,
+        "reference_answer": ex.answer, "completion": text,
+        "completion_tokens": int(n),
+        "format": rewards.format_reward(text),
+        "answer": rewards.RULE_REWARDS["answer"](text, ex),
+        "judge_status": judge_pb2.Status.Name(result.status),
+        "judge_reward": result.reward if scored else None,
+        "judge_reason": result.reason})
+  return rows
+
+
+def summarise(rows: list[dict]) -> dict:
+  """The measures of one candidate's rows (they must not be empty):
+  examples; format_accuracy, the fraction of rows with format reward 1.0;
+  answer_accuracy, the fraction with answer reward 1.0 (a task's verifier
+  may give partial credit, which counts as wrong here); each with its 95 %
+  Wilson interval as [low, high] in *_ci; judge_mean over the scored rows
+  only (NaN when none was), with judge_scored and judge_unscorable counted;
+  answer_tokens_mean; and per_task: task name -> examples, both accuracies
+  with intervals and judge_mean of its rows, tasks in name order."""
+  scored = sum(r["judge_reward"] is not None for r in rows)
   return {
-      "examples": len(rows),
-      "format_accuracy": float(np.mean([r["format"] == 1.0 for r in rows])),
-      "answer_accuracy": float(np.mean([r["answer"] for r in rows])),
-      "judge_mean": float(np.mean(judged)) if judged else math.nan,
-      "judge_scored": len(judged),
-      "judge_unscorable": len(rows) - len(judged),
+      **_measures(rows),
+      "judge_scored": scored,
+      "judge_unscorable": len(rows) - scored,
       "answer_tokens_mean": float(np.mean([r["completion_tokens"]
                                            for r in rows])),
+      "per_task": {task: _measures([r for r in rows if r["task"] == task])
+                   for task in sorted({r["task"] for r in rows})},
   }
+
+
+def _measures(rows: list[dict]) -> dict:
+  """examples, format and answer accuracy with [low, high] intervals, and
+  the judge mean over scored rows (NaN if none)."""
+  out = {"examples": len(rows)}
+  for measure in ("format", "answer"):
+    hits = sum(r[measure] == 1.0 for r in rows)
+    out[f"{measure}_accuracy"] = hits / len(rows)
+    out[f"{measure}_accuracy_ci"] = list(stats.wilson(hits, len(rows)))
+  judged = [r["judge_reward"] for r in rows if r["judge_reward"] is not None]
+  out["judge_mean"] = float(np.mean(judged)) if judged else math.nan
+  return out
 
 
 _TABLE = (("format accuracy", "format_accuracy", ".3f"),
           ("answer accuracy", "answer_accuracy", ".3f"),
           ("judge mean", "judge_mean", ".3f"),
           ("judge unscorable", "judge_unscorable", ".0f"),
-          ("answer tokens", "answer_tokens_mean", ".1f"))
+          ("answer tokens", "answer_tokens_mean", ".1f"),
+          ("examples", "examples", ".0f"))
 
 
-def table(summaries: dict[str, dict[str, float]]) -> str:
-  """Metrics by candidate; with two, a change column (second - first)."""
+def table(summaries: dict[str, dict]) -> str:
+  """Metrics by candidate, accuracies as `value [low, high]` (95 %); with
+  two candidates a change column (second - first); then answer accuracy by
+  task. Takes evaluate's summaries or summary.json read back (null: NaN)."""
   names = list(summaries)
-  header = ["metric", *names] + (["change"] if len(names) == 2 else [])
-  lines = [header]
+  change = len(names) == 2
+  lines = [["metric", *names] + (["change"] if change else [])]
   for label, key, spec in _TABLE:
-    values = [summaries[n][key] for n in names]
-    line = [label, *(format(v, spec) for v in values)]
-    if len(names) == 2:
-      line.append(format(values[1] - values[0], "+" + spec))
+    line = [label, *(_cell(summaries[n], key, spec) for n in names)]
+    if change:
+      first, second = (_number(summaries[n][key]) for n in names)
+      line.append(format(second - first, "+" + spec))
     lines.append(line)
-  widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+  tasks = summaries[names[0]]["per_task"]
+  by_task = [["answer accuracy by task", "n", *names]]
+  for task, measures in tasks.items():
+    by_task.append([task, str(measures["examples"]),
+                    *(_cell(summaries[n]["per_task"][task], "answer_accuracy",
+                            ".3f") for n in names)])
+  return f"{_aligned(lines)}\n\n{_aligned(by_task)}"
+
+
+def _number(value) -> float:
+  return math.nan if value is None else value
+
+
+def _cell(measures: dict, key: str, spec: str) -> str:
+  text = format(_number(measures[key]), spec)
+  if f"{key}_ci" in measures:
+    low, high = measures[f"{key}_ci"]
+    text += f" [{low:{spec}}, {high:{spec}}]"
+  return text
+
+
+def _aligned(lines: list[list[str]]) -> str:
+  """Plain-text columns: the first left-aligned, the others right-aligned."""
+  widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
   return "\n".join("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
                              for i, (cell, w) in enumerate(zip(line, widths)))
                    for line in lines)
+
+
+def plot_accuracy(summaries: dict[str, dict],
+                  out_dir: pathlib.Path) -> pathlib.Path:
+  """Writes out_dir/plots/heldout_accuracy.png and returns its path: format
+  and answer accuracy of each candidate, in the order given (base, then each
+  stage), with their 95 % intervals as error bars."""
+  names = list(summaries)
+  x = np.arange(len(names))
+  width = 0.38
+  fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(names) + 2), 4))
+  for i, measure in enumerate(("format", "answer")):
+    values = np.array([summaries[n][f"{measure}_accuracy"] for n in names])
+    ci = np.array([summaries[n][f"{measure}_accuracy_ci"] for n in names])
+    ax.bar(x + (i - 0.5) * width, values, width, label=measure,
+           yerr=[values - ci[:, 0], ci[:, 1] - values], capsize=4)
+  examples = summaries[names[0]]["examples"]
+  ax.set(xticks=x, xticklabels=names, ylim=(0, 1.05), ylabel="accuracy",
+         title=f"Held-out accuracy, {examples} questions (95 % intervals)")
+  ax.legend()
+  path = pathlib.Path(out_dir) / PLOT
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path

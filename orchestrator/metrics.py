@@ -1,6 +1,7 @@
 """Per-step metrics: metrics.csv, TensorBoard, and a progress line with ETA."""
 
 import csv
+import math
 import pathlib
 import sys
 import time
@@ -10,7 +11,8 @@ from tensorboardX import SummaryWriter
 
 class MetricsWriter:
   """Appends one row per step; the first row of a new file fixes the columns,
-  a resumed run keeps the columns the file already has."""
+  a resumed run keeps the columns the file already has. NaN is a metric the
+  step does not have: an empty CSV cell, and nothing logged to TensorBoard."""
 
   def __init__(self, run_dir: pathlib.Path, csv_name: str, first_step: int,
                total_steps: int, out=sys.stderr):
@@ -34,7 +36,9 @@ class MetricsWriter:
       csv.writer(f).writerow([_fmt(row.get(c, "")) for c in self._columns])
     step = int(row["step"])
     for key, value in row.items():
-      if key != "step":
+      # tensorboardX logs a warning for every non-finite scalar, and a
+      # missing value has no point to draw anyway.
+      if key != "step" and math.isfinite(value):
         self._tb.add_scalar(key, value, step)
     self._tb.flush()
     self.progress(step, row)
@@ -56,10 +60,13 @@ class MetricsWriter:
 
 
 def read(path: pathlib.Path) -> list[dict[str, float]]:
+  """The rows of metrics.csv; an empty cell (no value at that step) is NaN."""
   with open(path, newline="") as f:
     return [{k: float(v) if v != "" else float("nan") for k, v in r.items()}
             for r in csv.DictReader(f)]
 
 
 def _fmt(v):
-  return f"{v:.6g}" if isinstance(v, float) else v
+  if isinstance(v, float):
+    return "" if math.isnan(v) else f"{v:.6g}"
+  return v

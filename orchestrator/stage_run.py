@@ -135,9 +135,10 @@ def create_dir(out_dir: pathlib.Path, spec: ModelSpec,
 
 
 class StageMetrics(metrics_lib.MetricsWriter):
-  """metrics.csv and TensorBoard, one row per step with fixed columns (NaN
-  where a step has no value: eval_* between evaluations, train columns at
-  step 0, the evaluation before training), and a progress line."""
+  """metrics.csv and TensorBoard, one row per step with fixed columns (an
+  empty cell, and no TensorBoard point, where a step has no value: eval_*
+  between evaluations, train columns at step 0, the evaluation before
+  training), and a progress line."""
 
   def __init__(self, run_dir: pathlib.Path, stage: str,
                columns: Sequence[str], shown: Sequence[str],

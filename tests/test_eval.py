@@ -1,34 +1,209 @@
 """`grar eval`: base and trained policies answer the held-out set greedily,
-judged by the tiny judge over loopback gRPC; and a judge that cannot score
-leaves the rubric mean undefined and counts the answers, not a mean of 0."""
+judged by the tiny judge over loopback gRPC; accuracies carry 95 % Wilson
+intervals, overall and per task; a judge that cannot score leaves the rubric
+mean undefined and counts the answers, not a mean of 0; and metrics that a
+step does not have are left out, not logged as NaN."""
 
 import dataclasses
+import io
 import json
+import logging
 import math
 
+import jax
+import numpy as np
 import pytest
+from tensorboardX import SummaryWriter
 
-from orchestrator import cli, evaluate
+from judge_server import server as judge_server_lib
+from orchestrator import cli, dataset, evaluate, inspect_run, metrics, stats
 from orchestrator import run_dir as run_dir_lib
 from orchestrator.config import RunConfig
+from policy_worker import models, rollout
 from policy_worker.spec import ModelSpec
 from processes import free_port
 from test_export import lora_checkpoint
 
 HELDOUT = "data/heldout-sample.jsonl"
-N = 8  # rows in it
+N = 8  # rows in it: 4 math, 2 science, 2 everyday
+PNG = b"\x89PNG\r\n\x1a\n"
+
+# Wilson 95 % bounds worked by hand from
+#   centre = (p + z^2/2n) / (1 + z^2/n)
+#   half = z / (1 + z^2/n) * sqrt(p(1-p)/n + z^2/4n^2),  z^2 = 3.841459
+# (scipy.stats.binomtest(k, n).proportion_ci(method="wilson") agrees):
+# 0/n: low 0, high = (z^2/n) / (1 + z^2/n); n/n mirrors it.
+W_0_10 = (0.0, 0.277533)    # 0.384146 / 1.384146
+W_10_10 = (0.722467, 1.0)   # 1 - 0.277533
+W_0_8 = (0.0, 0.324408)     # 0.480182 / 1.480182
+W_7_20 = (0.181192, 0.567146)  # centre 0.446037 / 1.192073 = 0.374169,
+#                                half 1.959964 * 0.117371 / 1.192073 = 0.192977
+W_10_20 = (0.299298, 0.700702)  # centre 0.5,
+#                                  half 1.959964 * 0.122070 / 1.192073
+W_7_10 = (0.396778, 0.892209)  # centre 0.892073 / 1.384146 = 0.644494,
+#                                half 1.959964 * 0.174939 / 1.384146 = 0.247716
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
+@pytest.mark.parametrize("k,n,want", [(0, 10, W_0_10), (10, 10, W_10_10),
+                                      (7, 20, W_7_20), (0, 8, W_0_8)])
+def test_wilson_on_hand_computed_counts(k, n, want):
+  assert stats.wilson(k, n) == pytest.approx(want, abs=1e-6)
+
+
+def test_wilson_refuses_impossible_counts():
+  with pytest.raises(ValueError, match="n: must be >= 1"):
+    stats.wilson(0, 0)
+  with pytest.raises(ValueError, match=r"successes: must be in \[0, 5\]"):
+    stats.wilson(6, 5)
+
+
+def _row(task, fmt, answer, judge, tokens):
+  return {"task": task, "format": fmt, "answer": answer,
+          "judge_reward": judge, "completion_tokens": tokens}
+
+
+# Task a: 10 in format, 7 right, one half right (partial credit is not
+# right), all judged 0.6. Task b: none in format or right, half judged 0.2,
+# half unscorable.
+ROWS = ([_row("a", 1.0, 1.0, 0.6, 10) for _ in range(7)]
+        + [_row("a", 1.0, 0.5, 0.6, 10)]
+        + [_row("a", 1.0, 0.0, 0.6, 10) for _ in range(2)]
+        + [_row("b", 0.0, 0.0, 0.2 if i % 2 else None, 30)
+           for i in range(10)])
+
+
+def test_summary_on_hand_made_rows():
+  s = evaluate.summarise(ROWS)
+  assert list(s) == ["examples", "format_accuracy", "format_accuracy_ci",
+                     "answer_accuracy", "answer_accuracy_ci", "judge_mean",
+                     "judge_scored", "judge_unscorable", "answer_tokens_mean",
+                     "per_task"]
+  assert s["examples"] == 20
+  assert s["format_accuracy"] == 0.5
+  assert s["format_accuracy_ci"] == pytest.approx(W_10_20, abs=1e-6)
+  assert s["answer_accuracy"] == 0.35
+  assert s["answer_accuracy_ci"] == pytest.approx(W_7_20, abs=1e-6)
+  assert s["judge_mean"] == pytest.approx((10 * 0.6 + 5 * 0.2) / 15)
+  assert (s["judge_scored"], s["judge_unscorable"]) == (15, 5)
+  assert s["answer_tokens_mean"] == 20.0
+  a, b = s["per_task"]["a"], s["per_task"]["b"]
+  assert list(s["per_task"]) == ["a", "b"]
+  assert (a["examples"], a["format_accuracy"], a["answer_accuracy"]) == (
+      10, 1.0, 0.7)
+  assert a["format_accuracy_ci"] == pytest.approx(W_10_10, abs=1e-6)
+  assert a["answer_accuracy_ci"] == pytest.approx(W_7_10, abs=1e-6)
+  assert a["judge_mean"] == pytest.approx(0.6)
+  assert (b["examples"], b["format_accuracy"], b["answer_accuracy"]) == (
+      10, 0.0, 0.0)
+  assert b["answer_accuracy_ci"] == pytest.approx(W_0_10, abs=1e-6)
+  assert b["judge_mean"] == pytest.approx(0.2)
+
+
+def _lines(text, start):
+  return [line.split() for line in text.splitlines() if line.startswith(start)]
+
+
+def test_table_shows_intervals_change_and_tasks():
+  before = evaluate.summarise(
+      [{**r, "format": 0.0, "answer": 0.0} for r in ROWS])
+  after = evaluate.summarise(ROWS)
+  text = evaluate.table({"base": before, "sft": after})
+  assert _lines(text, "metric") == [["metric", "base", "sft", "change"]]
+  assert _lines(text, "format accuracy") == [
+      ["format", "accuracy", "0.000", "[0.000,", "0.161]", "0.500",
+       "[0.299,", "0.701]", "+0.500"]]
+  assert _lines(text, "answer accuracy  ") == [
+      ["answer", "accuracy", "0.000", "[0.000,", "0.161]", "0.350",
+       "[0.181,", "0.567]", "+0.350"]]
+  assert _lines(text, "a ") == [["a", "10", "0.000", "[0.000,", "0.278]",
+                                 "0.700", "[0.397,", "0.892]"]]
+  assert _lines(text, "b ") == [["b", "10", "0.000", "[0.000,", "0.278]",
+                                 "0.000", "[0.000,", "0.278]"]]
+  # Columns line up: every cell of a column ends at the same place.
+  rows = text.split("\n\n")[0].splitlines()
+  assert len({len(line) for line in rows}) == 1
+  # Three candidates: no change column; summary.json's nulls read as NaN.
+  three = json.loads(json.dumps(evaluate._json_ready(
+      {"base": before, "sft": after,
+       "none judged": evaluate.summarise(
+           [{**r, "judge_reward": None} for r in ROWS])})))
+  text = evaluate.table(three)
+  assert _lines(text, "metric") == [["metric", "base", "sft", "none", "judged"]]
+  assert _lines(text, "judge mean")[0][-1] == "nan"
+
+
+def test_accuracy_plot_is_a_png(tmp_path):
+  summary = evaluate.summarise(ROWS)
+  path = evaluate.plot_accuracy(
+      {"base": summary, "sft": summary, "sft+grpo": summary}, tmp_path)
+  assert path == tmp_path / "plots" / "heldout_accuracy.png"
+  assert path.read_bytes().startswith(PNG)
+
+
+def _nan_warnings(caplog):
+  return [r for r in caplog.records if "NaN or Inf" in r.getMessage()]
+
+
+def test_missing_metrics_are_not_logged(tmp_path, caplog):
+  caplog.set_level(logging.WARNING)
+  # How tensorboardX complains (a logging warning), so this test can fail.
+  probe = SummaryWriter(str(tmp_path / "probe"))
+  probe.add_scalar("x", math.nan, 0)
+  probe.close()
+  assert _nan_warnings(caplog)
+  caplog.clear()
+  writer = metrics.MetricsWriter(tmp_path, run_dir_lib.METRICS, 1, 2,
+                                 out=io.StringIO())
+  for step, judge in ((1, math.nan), (2, 0.5)):
+    writer.write({"step": step, "reward_mean": 0.25, "format_mean": 0.0,
+                  "answer_mean": 0.5, "judge_mean": judge, "loss": 0.1,
+                  "kl": 0.0, "judge_latency_p50_ms": judge * 100,
+                  "time_step": 1.0})
+  writer.close()
+  assert not _nan_warnings(caplog)
+  lines = (tmp_path / run_dir_lib.METRICS).read_text().splitlines()
+  assert lines[1].split(",") == ["1", "0.25", "0", "0.5", "", "0.1", "0", "",
+                                 "1"]
+  rows = metrics.read(tmp_path / run_dir_lib.METRICS)
+  assert math.isnan(rows[0]["judge_mean"]) and rows[1]["judge_mean"] == 0.5
+  # The same directory as a GRPO run: its reward plot alone.
+  path = inspect_run.plot_rewards(tmp_path)
+  assert path == tmp_path / "plots" / "rewards.png"
+  assert path.read_bytes().startswith(PNG)
+
+
+def test_reward_plot_needs_a_grpo_run(tmp_path):
+  (tmp_path / run_dir_lib.METRICS).write_text("step,loss\n1,0.5\n")
+  with pytest.raises(inspect_run.InspectError, match="has no reward_mean"):
+    inspect_run.plot_rewards(tmp_path)
+
+
+def test_short_last_batch_reuses_the_compiled_shape():
+  spec = ModelSpec(family="gemma3-tiny")
+  # The policy mesh of configs/eval-tiny.yaml, which later tests use.
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:4]).reshape(1, 4),
+                           ("fsdp", "tp"))
+  model, tok = models.build_model(spec, mesh)
+  generator = rollout.RolloutGenerator(model, tok, mesh, max_prompt_tokens=512,
+                                       max_new_tokens=16)
+  examples = dataset.load_jsonl(HELDOUT, judge_server_lib.load_packs("").keys())
+  full, _ = evaluate._generate(generator, examples[:3], 3)
+  short, lengths = evaluate._generate(generator, examples[3:5], 3)
+  assert len(full) == 3 and len(short) == len(lengths) == 2
+  sampler = generator._sampler
+  assert sampler._compiled_decode_fn._cache_size() == 1
+  assert sampler._compiled_prefill_fn._cache_size() == 1
+
+
+def _trained_run(tmp_path_factory, name, scale):
   """A `grar train` run directory whose checkpoint has strong random LoRA
-  adapters, so its greedy answers differ from the base model's."""
+  adapters of `scale`, so its greedy answers differ from the base model's."""
   cfg = RunConfig(model=ModelSpec(family="gemma3-tiny"))
-  run_dir = run_dir_lib.create(str(tmp_path_factory.mktemp("runs")), "trained",
+  run_dir = run_dir_lib.create(str(tmp_path_factory.mktemp("runs")), name,
                                dataclasses.asdict(cfg))
   lora_checkpoint(cfg.model, run_dir_lib.checkpoint_dir(run_dir, 3),
                   rank=cfg.grpo.lora_rank, alpha=cfg.grpo.lora_alpha,
-                  scale=0.5)
+                  scale=scale)
   run_dir_lib.write_manifest(run_dir, run_dir_lib.Manifest(3, 0))
   return run_dir
 
@@ -43,28 +218,55 @@ def _eval(capsys, out, *overrides):
   return printed.out, rows, json.loads((out / evaluate.SUMMARY).read_text())
 
 
-def test_before_after_table_and_rows(tmp_path, capsys, trained_run):
+def test_three_candidates_table_rows_and_summary(tmp_path, capsys,
+                                                 tmp_path_factory):
+  trained = _trained_run(tmp_path_factory, "trained", 0.5)
+  other = _trained_run(tmp_path_factory, "other", 0.3)
+  names = ["base", "trained", "other"]
+  # batch_size 3: batches of 3, 3 and a padded 2.
   printed, rows, summary = _eval(
-      capsys, tmp_path / "eval",
-      f"candidates=[{{name: base}}, {{name: trained, run: {trained_run}}}]")
-  header = printed.split("metric")[1].splitlines()[0].split()
-  assert header == ["base", "trained", "change"]
-  assert "judge mean" in printed and "format accuracy" in printed
-  assert [r["candidate"] for r in rows] == ["base"] * N + ["trained"] * N
-  by = {name: [r for r in rows if r["candidate"] == name]
-        for name in ("base", "trained")}
-  # The LoRA checkpoint was applied: the greedy answers differ.
-  assert ([r["completion"] for r in by["base"]]
-          != [r["completion"] for r in by["trained"]])
+      capsys, tmp_path / "eval", "batch_size=3",
+      f"candidates=[{{name: base}}, {{name: trained, run: {trained}}}, "
+      f"{{name: other, run: {other}}}]")
+  assert _lines(printed, "metric") == [["metric", *names]]
+  assert _lines(printed, "answer accuracy by task") == [
+      ["answer", "accuracy", "by", "task", "n", *names]]
+  assert [line[:2] for line in _lines(printed, "math")] == [["math", "4"]]
+  assert (tmp_path / "eval" / evaluate.PLOT).read_bytes().startswith(PNG)
+  assert f"held-out accuracy plot: {tmp_path / 'eval' / evaluate.PLOT}" in (
+      printed)
+  assert list(summary) == names
+  assert [r["candidate"] for r in rows] == [n for n in names for _ in range(N)]
+  by = {name: [r for r in rows if r["candidate"] == name] for name in names}
+  # Each LoRA checkpoint was applied, "other"'s into the generator "trained"
+  # compiled: the greedy answers differ.
+  texts = [[r["completion"] for r in by[name]] for name in names]
+  assert texts[0] != texts[1] and texts[1] != texts[2] and texts[0] != texts[2]
+  domains = ["math"] * 4 + ["science"] * 2 + ["everyday"] * 2
   for name, mine in by.items():
     assert [r["example_id"] for r in mine] == [
         f"heldout-{i:03d}" for i in range(1, N + 1)]
+    assert [r["task"] for r in mine] == domains  # no task: the domain
     for r in mine:
       assert r["judge_status"] == "SCORED" and 0 <= r["judge_reward"] <= 1
       assert 1 <= r["completion_tokens"] <= 16
-    assert summary[name] == pytest.approx(evaluate.summarise(mine))
-    assert summary[name]["judge_scored"] == N
-    assert 0 < summary[name]["judge_mean"] < 1
+    s = summary[name]
+    # Random weights never write the template: 0/8 in format.
+    assert s["format_accuracy"] == 0.0
+    assert s["format_accuracy_ci"] == pytest.approx(W_0_8, abs=1e-6)
+    right = sum(r["answer"] == 1.0 for r in mine)
+    assert s["answer_accuracy"] == right / N
+    assert (s["examples"], s["judge_scored"], s["judge_unscorable"]) == (N, N,
+                                                                         0)
+    assert s["judge_mean"] == pytest.approx(
+        sum(r["judge_reward"] for r in mine) / N)
+    assert s["answer_tokens_mean"] == pytest.approx(
+        sum(r["completion_tokens"] for r in mine) / N)
+    assert {t: v["examples"] for t, v in s["per_task"].items()} == {
+        "everyday": 2, "math": 4, "science": 2}
+    math_rows = by[name][:4]
+    assert s["per_task"]["math"]["judge_mean"] == pytest.approx(
+        sum(r["judge_reward"] for r in math_rows) / 4)
 
 
 def test_unscorable_answers_are_counted_not_averaged(tmp_path, capsys):
@@ -79,7 +281,7 @@ def test_unscorable_answers_are_counted_not_averaged(tmp_path, capsys):
   base = summary["base"]
   assert base["judge_unscorable"] == N and base["judge_scored"] == 0
   assert base["judge_mean"] is None  # not 0
-  assert math.isnan(evaluate.summarise(rows)["judge_mean"])
+  assert all(t["judge_mean"] is None for t in base["per_task"].values())
   assert base["answer_tokens_mean"] > 0  # the rule measures still count
   assert "nan" in next(line for line in printed.splitlines()
                        if line.startswith("judge mean"))
