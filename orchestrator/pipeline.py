@@ -3,11 +3,14 @@ from the previous stage's LoRA checkpoint, in one directory.
 
 The config is a `grar train` config (the GRPO stage, which also names the
 model, the policy mesh and the LoRA rank and alpha every stage shares) plus
-an `sft` section and an optional `simpo` section. The pipeline directory
-holds config.yaml, a directory per stage (sft/, simpo/, grpo/: each stage's
-own run directory) and stages.json, which records each finished stage's
-final checkpoint, written when the stage ends. `--resume` skips the stages
-recorded there, starts an unfinished SFT or SimPO stage over, and resumes an
+an `sft` section, an optional `simpo` section and an optional `eval`
+section: a held-out evaluation (`grar eval`) of the base model and of every
+stage's adapters once the stages are done. The pipeline directory holds
+config.yaml, a directory per stage (sft/, simpo/, grpo/: each stage's own
+run directory; eval/: the evaluation's output) and stages.json, which
+records each finished stage's final checkpoint (the evaluation's directory),
+written when the stage ends. `--resume` skips the stages recorded there,
+starts an unfinished SFT, SimPO or eval stage over, and resumes an
 unfinished GRPO stage from its last checkpoint.
 """
 
@@ -25,6 +28,7 @@ import yaml
 
 from judge_server import strict
 from orchestrator import config as config_lib
+from orchestrator import inspect_run
 from orchestrator import mesh as mesh_lib
 from orchestrator import run_dir as run_dir_lib
 from orchestrator import sft_stage, simpo_stage, trainer
@@ -33,6 +37,24 @@ from policy_worker.spec import ModelSpec
 
 STAGES = "stages.json"
 GRPO = "grpo"
+EVAL = "eval"
+
+
+@dataclasses.dataclass(frozen=True)
+class HeldOutEval:
+  """The evaluation after the stages: every candidate answers each row of
+  `data` (a dataset like data.path's, held out from training) greedily;
+  see orchestrator/evaluate.py for what is measured. The judge is the GRPO
+  stage's (judge section)."""
+  data: str = ""
+  max_new_tokens: int = 64
+  batch_size: int = 16
+
+  def __post_init__(self):
+    if not self.data:
+      raise ValueError("data: required (held-out rows, e.g. the heldout.jsonl "
+                       "that grar data make writes)")
+    config_lib.positive(self, "max_new_tokens", "batch_size")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +62,7 @@ class PipelineConfig(RunConfig):
   """A GRPO run config with the stages before it."""
   sft: sft_stage.SFTConfig = sft_stage.SFTConfig()
   simpo: simpo_stage.SimPOConfig | None = None
+  eval: HeldOutEval | None = None
 
   def __post_init__(self):
     super().__post_init__()
@@ -141,13 +164,52 @@ def run(cfg: PipelineConfig, resume_dir: pathlib.Path | None = None
   if GRPO in done:
     print(f"grar: pipeline: {GRPO} finished earlier, skipped",
           file=sys.stderr, flush=True)
-    return trainer.RunResult(grpo_dir, [])
-  print(f"grar: pipeline: {GRPO} from {init}", file=sys.stderr, flush=True)
-  result = (trainer.resume(grpo_dir, grpo_cfg) if grpo_dir.exists()
-            else trainer.train(grpo_cfg))
-  last = run_dir_lib.latest_manifest(grpo_dir)
-  _record(pipeline_dir, GRPO, run_dir_lib.checkpoint_dir(grpo_dir, last.step))
+    result = trainer.RunResult(grpo_dir, [])
+  else:
+    print(f"grar: pipeline: {GRPO} from {init}", file=sys.stderr, flush=True)
+    result = (trainer.resume(grpo_dir, grpo_cfg) if grpo_dir.exists()
+              else trainer.train(grpo_cfg))
+    last = run_dir_lib.latest_manifest(grpo_dir)
+    _record(pipeline_dir, GRPO,
+            run_dir_lib.checkpoint_dir(grpo_dir, last.step))
+    print(f"grar: pipeline: reward components per step: "
+          f"{inspect_run.plot_rewards(grpo_dir)}", file=sys.stderr, flush=True)
+  if cfg.eval is not None and EVAL not in done:
+    _evaluate(cfg, pipeline_dir)
   return result
+
+
+def candidates(cfg: PipelineConfig, pipeline_dir: pathlib.Path
+               ) -> list[tuple[str, str]]:
+  """(name, run directory) of what the eval stage compares, in training
+  order: the base model ("" directory), then each stage's adapters, named
+  for the stages that trained them (sft, sft+simpo, sft+simpo+grpo)."""
+  names = ["sft"] + (["simpo"] if cfg.simpo is not None else []) + [GRPO]
+  return [("base", "")] + [
+      ("+".join(names[:i + 1]), str(pipeline_dir / name))
+      for i, name in enumerate(names)]
+
+
+def _evaluate(cfg: PipelineConfig, pipeline_dir: pathlib.Path) -> None:
+  # Imported here: evaluate reads run directories with this module's
+  # `trained`, so it imports this module.
+  from orchestrator import evaluate
+  out = pipeline_dir / EVAL
+  if out.exists():
+    shutil.rmtree(out)  # unrecorded: stopped part way
+  print(f"grar: pipeline: {EVAL} on {cfg.eval.data}", file=sys.stderr,
+        flush=True)
+  report = evaluate.evaluate(evaluate.EvalConfig(
+      model=cfg.model, mesh=cfg.mesh,
+      data=config_lib.DataConfig(path=cfg.eval.data), judge=cfg.judge,
+      candidates=tuple(evaluate.Candidate(name, run)
+                       for name, run in candidates(cfg, pipeline_dir)),
+      max_prompt_tokens=cfg.rollout.max_prompt_tokens,
+      max_new_tokens=cfg.eval.max_new_tokens,
+      batch_size=cfg.eval.batch_size, output_dir=str(out)))
+  _record(pipeline_dir, EVAL, out)
+  print(f"\nheld-out evaluation ({out}):\n{evaluate.table(report.summaries)}"
+        f"\n\nheld-out accuracy per stage: {report.plot}\n", flush=True)
 
 
 @dataclasses.dataclass(frozen=True)
