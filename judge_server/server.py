@@ -195,3 +195,16 @@ class ThreadedServer:
 
 def run_in_thread(config: JudgeConfig, backend: Backend) -> ThreadedServer:
   return ThreadedServer(config, backend)
+
+
+@contextlib.contextmanager
+def on_loopback(config: JudgeConfig, backend: Backend):
+  """A judge server of `config` with `backend` on 127.0.0.1 (any free port)
+  in this process, for a caller that reaches it over gRPC like any other
+  judge; yields its address and stops it on exit."""
+  handle = run_in_thread(
+      dataclasses.replace(config, host="127.0.0.1", port=0), backend)
+  try:
+    yield handle.address
+  finally:
+    handle.stop()

@@ -243,12 +243,8 @@ def _in_process(cfg: JudgeConfig):
   judge_server_lib.check(cfg)
   _say(f"starting the judge in process ({cfg.backend.kind} backend)")
   backend = judge_main.build_backend(cfg.backend)
-  handle = judge_server_lib.run_in_thread(
-      dataclasses.replace(cfg, host="127.0.0.1", port=0), backend)
-  try:
-    yield handle.address
-  finally:
-    handle.stop()
+  with judge_server_lib.on_loopback(cfg, backend) as address:
+    yield address
 
 
 def _say(message: str) -> None:

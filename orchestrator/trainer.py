@@ -112,12 +112,8 @@ def judge_target(cfg: RunConfig, judge_mesh, run_dir: pathlib.Path):
   else:
     # The judge model is behind an endpoint: only the service runs here.
     backend = judge_main.build_backend(server_cfg.backend)
-  handle = judge_server_lib.run_in_thread(
-      dataclasses.replace(server_cfg, host="127.0.0.1", port=0), backend)
-  try:
-    yield handle.address
-  finally:
-    handle.stop()
+  with judge_server_lib.on_loopback(server_cfg, backend) as address:
+    yield address
 
 
 def judge_client(cfg: RunConfig, target):
