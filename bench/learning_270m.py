@@ -23,7 +23,6 @@ not counted. Ends with one line of name=value pairs.
 """
 
 import argparse
-import dataclasses
 import json
 import os
 import pathlib
@@ -39,7 +38,7 @@ import jax  # noqa: E402
 
 from judge_server import config as judge_config  # noqa: E402
 from orchestrator import config as config_lib  # noqa: E402
-from orchestrator import evaluate, mesh as mesh_lib, run_dir  # noqa: E402
+from orchestrator import evaluate, mesh as mesh_lib  # noqa: E402
 from orchestrator import sft_stage, tasks, trainer  # noqa: E402
 from policy_worker.spec import ModelSpec  # noqa: E402
 
@@ -48,6 +47,8 @@ ONE = judge_config.MeshShape(fsdp=1, tp=1)
 TINY_JUDGE = judge_config.JudgeConfig(backend=judge_config.BackendConfig(
     kind="jax", model=ModelSpec(family="gemma3-tiny", seed=1), max_batch=64))
 LORA = {"lora_rank": 8, "lora_alpha": 16.0}
+# The tiny judge is blind by design here: no start-up check for it.
+NO_CHECK = config_lib.JudgeValidationConfig(on_fail="skip")
 
 
 def _sft_config(data: pathlib.Path, steps: int, seed: int
@@ -70,22 +71,12 @@ def _grpo_config(data: pathlib.Path, out: pathlib.Path, init: pathlib.Path,
                                  init_from=str(init), **LORA),
       rewards=config_lib.RewardsConfig(
           weights={"format": 0.2, "answer": 0.8, "judge": 0.0}),
-      judge=config_lib.JudgeRunConfig(
-          server=TINY_JUDGE,
-          **_validation_off()),
+      judge=config_lib.JudgeRunConfig(server=TINY_JUDGE,
+                                      validation=NO_CHECK),
       # The last step is always checkpointed: the next segment resumes it.
       train=config_lib.TrainConfig(steps=steps, batch_size=args.prompts,
                                    staleness=1),
       output_dir=str(out.parent), run_name=out.name)
-
-
-def _validation_off() -> dict:
-  """The tiny judge is blind by design here: no start-up check for it."""
-  fields = {f.name for f in dataclasses.fields(config_lib.JudgeRunConfig)}
-  if "validation" not in fields:
-    return {}
-  section = config_lib.JudgeRunConfig.__dataclass_fields__["validation"]
-  return {"validation": dataclasses.replace(section.default, on_fail="off")}
 
 
 def _accuracy(run: str, data: pathlib.Path, out: pathlib.Path,
@@ -95,7 +86,8 @@ def _accuracy(run: str, data: pathlib.Path, out: pathlib.Path,
   report = evaluate.evaluate(evaluate.EvalConfig(
       model=MODEL, mesh=config_lib.MeshConfig(policy=ONE, judge=ONE),
       data=config_lib.DataConfig(path=str(data / "heldout.jsonl")),
-      judge=config_lib.JudgeRunConfig(server=TINY_JUDGE, **_validation_off()),
+      judge=config_lib.JudgeRunConfig(server=TINY_JUDGE,
+                                      validation=NO_CHECK),
       candidates=(evaluate.Candidate("c", run),),
       max_prompt_tokens=128, max_new_tokens=args.max_new_tokens,
       batch_size=args.eval_batch, output_dir=str(out)))
