@@ -17,15 +17,25 @@ NAN = float("nan")
 
 
 def wilson(successes: float, n: int, z: float = Z95) -> tuple[float, float]:
-  """The Wilson score interval of a proportion successes / n (successes may
-  be fractional: ties counted half); (nan, nan) when n is 0."""
+  """The Wilson score interval (low, high) of a proportion successes / n
+  (successes may be fractional: ties counted half); (nan, nan) when n is 0.
+
+  Wilson rather than the normal approximation p +- z sqrt(p(1-p)/n): that one
+  leaves [0, 1] near the ends and collapses to the single point p at 0/n and
+  n/n (as if 8 right out of 8 proved a model never errs), while Wilson stays
+  inside [0, 1] and still gives 0/n and n/n an interval of width ~z^2/n.
+  """
   if n <= 0:
     return NAN, NAN
   p = successes / n
-  centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-  half = (z / (1 + z * z / n)) * math.sqrt(p * (1 - p) / n
-                                           + z * z / (4 * n * n))
-  return max(0.0, centre - half), min(1.0, centre + half)
+  z2 = z * z
+  denominator = 1 + z2 / n
+  centre = (p + z2 / (2 * n)) / denominator
+  half = z / denominator * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+  # Clamped against rounding: low <= p <= high and both inside [0, 1] hold
+  # in exact arithmetic, and error bars drawn from them must not come out
+  # negative.
+  return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
 
 
 def _proportion(successes: float, n: int) -> dict[str, float]:

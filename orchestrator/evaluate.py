@@ -26,6 +26,7 @@ import yaml
 
 from judge_server import server as judge_server_lib
 from judge_server import strict
+from judge_server import validation
 from orchestrator import dataset as dataset_lib
 from orchestrator import judge_validate
 from orchestrator import mesh as mesh_lib
@@ -142,19 +143,9 @@ def evaluate(cfg: EvalConfig) -> Report:
       for row in rows:
         rows_file.write(json.dumps(row) + "\n")
       summaries[candidate.name] = summarise(rows)
-  (out / SUMMARY).write_text(json.dumps(_json_ready(summaries), indent=2)
-                             + "\n")
+  (out / SUMMARY).write_text(
+      json.dumps(validation.json_ready(summaries), indent=2) + "\n")
   return Report(out, summaries, plot_accuracy(summaries, out))
-
-
-def _json_ready(value):
-  """value with every NaN (a judge mean with no scored answer), however
-  deeply nested, as None: NaN is not JSON."""
-  if isinstance(value, dict):
-    return {k: _json_ready(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [_json_ready(v) for v in value]
-  return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def _answers(cfg: EvalConfig, trained, examples, mesh, client, name: str,

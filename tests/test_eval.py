@@ -16,6 +16,7 @@ import pytest
 from tensorboardX import SummaryWriter
 
 from judge_server import server as judge_server_lib
+from judge_server import validation
 from orchestrator import cli, dataset, evaluate, inspect_run, metrics, stats
 from orchestrator import run_dir as run_dir_lib
 from orchestrator.config import RunConfig
@@ -123,7 +124,7 @@ def test_table_shows_intervals_change_and_tasks():
   rows = text.split("\n\n")[0].splitlines()
   assert len({len(line) for line in rows}) == 1
   # Three candidates: no change column; summary.json's nulls read as NaN.
-  three = json.loads(json.dumps(evaluate._json_ready(
+  three = json.loads(json.dumps(validation.json_ready(
       {"base": before, "sft": after,
        "none judged": evaluate.summarise(
            [{**r, "judge_reward": None} for r in ROWS])})))
