@@ -7,6 +7,7 @@ and the trainer's, so both refuse bad input the same way.
 
 import dataclasses
 import pathlib
+import re
 import types
 import typing
 from typing import Any
@@ -16,6 +17,11 @@ import yaml
 
 class ConfigError(ValueError):
   """A config value that cannot be used; the message names the key."""
+
+
+# YAML 1.1 (PyYAML) reads 3e-5 and 1E4 as strings: a float needs a dot and
+# a signed exponent there. Where a number is expected they are numbers.
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def _check(tp: Any, value: Any, where: str) -> Any:
@@ -52,6 +58,8 @@ def _check(tp: Any, value: Any, where: str) -> Any:
     return origin(_check(item_t, v, f"{where}[{i}]")
                   for i, v in enumerate(value))
   if tp is float:
+    if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+      return float(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
       raise ConfigError(f"{where}: expected a number, got {value!r}")
     return float(value)
