@@ -284,3 +284,31 @@ def test_judge_server_and_judge_client_import_without_jax():
           "orchestrator.judge_client, orchestrator.judge_cli; "
           "assert 'jax' not in sys.modules, 'jax imported'")
   subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- strict config loading ----------------------------------------------------
+
+@pytest.mark.parametrize("text, want", [
+    ("3e-5", 3e-5), ("1E4", 1e4), ("+2.5e+3", 2500.0), (".5e1", 5.0),
+    ("0.00003", 3e-5), ("7", 7.0)])
+def test_a_number_in_exponent_form_is_a_number(text, want):
+  # PyYAML (YAML 1.1) reads 3e-5 as a string; a config means a number.
+  from orchestrator import config as run_config
+  assert run_config.load(None, [f"grpo.learning_rate={text}"]
+                         ).grpo.learning_rate == pytest.approx(want)
+
+
+def test_the_judge_config_reads_exponents_from_its_file_too(tmp_path):
+  from judge_server import config as judge_config
+  path = tmp_path / "judge.yaml"
+  path.write_text("backend:\n  min_score_mass: 5e-2\n")
+  assert judge_config.load(path).backend.min_score_mass == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize("text", ["3e", "e5", "1e-5x", "nan", "inf", "hot"])
+def test_a_string_that_is_not_a_number_is_still_refused(text):
+  from orchestrator import config as run_config
+  from judge_server.strict import ConfigError
+  with pytest.raises(ConfigError,
+                     match=f"grpo.learning_rate: expected a number, got "):
+    run_config.load(None, [f"grpo.learning_rate={text}"])
