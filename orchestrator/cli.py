@@ -6,9 +6,14 @@ Heavy imports (jax, tunix) happen inside the commands that need them, so
 
 import argparse
 import os
+import pathlib
 import sys
 
 from judge_server.strict import ConfigError
+
+# The packages whose own `raise ValueError(...)` speaks to the user.
+_OURS = tuple(str(pathlib.Path(__file__).resolve().parents[1] / name) + os.sep
+              for name in ("orchestrator", "judge_server", "policy_worker"))
 
 
 def _claim_devices(cfg) -> None:
@@ -69,7 +74,6 @@ def _run_errors(cfg) -> tuple[type[Exception], ...]:
 def _config_path(args, kind: str, marker: str):
   """--config, or with --resume DIR the config.yaml of the DIR, a kind
   directory when it holds `marker`."""
-  import pathlib
   from orchestrator import run_dir
   if not args.resume:
     return args.config
@@ -83,7 +87,6 @@ def _config_path(args, kind: str, marker: str):
 
 
 def _train(args) -> int:
-  import pathlib
   from orchestrator import config as config_lib
   from orchestrator import run_dir
   cfg = config_lib.load(_config_path(args, "run", run_dir.CONFIG), args.set)
@@ -170,7 +173,6 @@ def _judge_import_rar(args) -> int:
 
 
 def _pipeline(args) -> int:
-  import pathlib
   from orchestrator import pipeline
   cfg = pipeline.load(_config_path(args, "pipeline", pipeline.STAGES),
                       args.set)
@@ -204,7 +206,6 @@ def _eval(args) -> int:
 
 
 def _export(args) -> int:
-  import pathlib
   from orchestrator import pipeline
   from policy_worker import export
   run = pipeline.trained(pathlib.Path(args.run_dir))
@@ -241,6 +242,8 @@ def _data_make(args) -> int:
 
 def parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="grar", description=__doc__.splitlines()[0])
+  p.add_argument("--debug", action="store_true",
+                 help="a traceback for every error, a user's mistake too")
   sub = p.add_subparsers(dest="command", required=True)
 
   def with_config(sp, required=True):
@@ -389,11 +392,29 @@ def parser() -> argparse.ArgumentParser:
   return p
 
 
+def user_error(e: BaseException) -> bool:
+  """A user's mistake (one line) rather than a bug (a traceback): a
+  ConfigError, or a ValueError that grar's own code raised. A ValueError
+  from inside jax, numpy or the standard library is a bug of ours that
+  reached them. (A builtin such as int() has no frame: its error counts as
+  raised where it was called.)"""
+  if isinstance(e, ConfigError):
+    return True
+  if not isinstance(e, ValueError) or e.__traceback__ is None:
+    return False
+  tb = e.__traceback__
+  while tb.tb_next is not None:
+    tb = tb.tb_next
+  return os.path.realpath(tb.tb_frame.f_code.co_filename).startswith(_OURS)
+
+
 def main(argv=None) -> int:
   args = parser().parse_args(argv)
   try:
     return args.func(args)
-  except (ConfigError, ValueError) as e:
+  except ValueError as e:
+    if args.debug or not user_error(e):
+      raise
     # Bad input (config, data, plan): one readable line, no traceback.
     print(f"grar: error: {e}", file=sys.stderr)
     return 2
