@@ -16,6 +16,7 @@ import json
 import math
 import pathlib
 import sys
+import time
 
 import jax
 import matplotlib
@@ -173,19 +174,27 @@ def _answers(cfg: EvalConfig, trained, examples, mesh, client, name: str,
       raise ValueError(f"max_prompt_tokens: {cfg.max_prompt_tokens} is too "
                        f"small for example {ex.id}, which needs {n}")
   size = min(cfg.batch_size, len(examples))
-  rows, pending = [], None
+  rows, pending, t_start = [], None, time.monotonic()
   # The judge scores batch k while the policy generates batch k + 1: one
   # batch in flight, so a failing judge stops the eval a batch later.
   with concurrent.futures.ThreadPoolExecutor(1) as pool:
     for start in range(0, len(examples), size):
       batch = examples[start:start + size]
+      t0 = time.monotonic()
       texts, lengths = _generate(generator, batch, size)
+      t1 = time.monotonic()
       if pending is not None:
         rows += _rows(name, *pending)
       requests = trainer.judge_requests(name, batch, texts, 1,
                                          cfg.judge.aggregation)
       pending = (batch, texts, lengths, requests,
                  pool.submit(client.score, requests))
+      # Where the time goes: generating, or waiting for the judge.
+      print(f"grar: eval {name}: {start + len(batch)}/{len(examples)} "
+            f"answered  generate {t1 - t0:.1f} s "
+            f"({lengths.sum() / (t1 - t0):.1f} tok/s)  judge wait "
+            f"{time.monotonic() - t1:.1f} s  {time.monotonic() - t_start:.0f}"
+            " s", file=sys.stderr, flush=True)
     rows += _rows(name, *pending)
   return rows
 
