@@ -126,9 +126,10 @@ class CriteriaConfig:
   format scale: one digit 0-9, the score E[digit] / 9; binary: yes or no,
   the score P(yes) / (P(yes) + P(no)). few_shot: the rubric pack's worked
   examples go in every judge prompt before the graded response (a rubric
-  without examples is asked without)."""
-  format: Literal["scale", "binary"] = "scale"
-  few_shot: bool = False
+  without examples is asked without). The defaults validated best on the
+  shipped Gemma-3-270M (README, "Can the judge see?")."""
+  format: Literal["scale", "binary"] = "binary"
+  few_shot: bool = True
 
   def __post_init__(self):
     if self.format not in ("scale", "binary"):

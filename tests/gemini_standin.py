@@ -36,6 +36,7 @@ KEY_ENV = "GRAR_TEST_GEMINI_KEY"  # where the tests put KEY (api_key_env)
 # The judge's distribution over its first token: 7 most likely.
 DIGITS = {"7": 0.6, " 8": 0.25, "3": 0.05, "The": 0.1}
 EXPECTED = (7 * 0.6 + 8 * 0.25 + 3 * 0.05) / (0.9 * 9)
+SCALE = config_lib.CriteriaConfig(format="scale", few_shot=False)
 _PATH = re.compile(r"^/v1beta/models/([^/:]+):generateContent$")
 
 
@@ -182,9 +183,10 @@ def fresh(standin, monkeypatch) -> None:
 def backend_config(standin: StandIn,
                    resilience=config_lib.ResilienceConfig(),
                    **gemini_fields) -> config_lib.BackendConfig:
-  """The gemini backend pointed at `standin`."""
+  """The gemini backend pointed at `standin`, asking on the 0-9 scale
+  zero-shot: the stand-in answers digits."""
   return config_lib.BackendConfig(
-      kind="gemini", resilience=resilience,
+      kind="gemini", resilience=resilience, criteria=SCALE,
       gemini=config_lib.GeminiConfig(
           base_url=standin.base_url, model=MODEL, api_key_env=KEY_ENV,
           **gemini_fields))

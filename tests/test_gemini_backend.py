@@ -69,8 +69,8 @@ def test_an_answer_of_another_shape_is_a_final_infrastructure_failure(
 
 def test_off_scale_and_blocked_answers_are_unparseable(standin):
   (j,) = judge(config_lib.BackendConfig(
-      kind="gemini", min_score_mass=0.95, gemini=backend_config(
-          standin).gemini), ["p"])
+      kind="gemini", min_score_mass=0.95, criteria=gemini_standin.SCALE,
+      gemini=backend_config(standin).gemini), ["p"])
   assert j.score is None and j.mass == pytest.approx(0.9)
   assert j.reason.startswith("unparseable: judge put 0.9 probability")
   assert "below min_score_mass=0.95" in j.reason

@@ -42,7 +42,10 @@ def judge(tmp_path_factory):
   """(gRPC target, /get_reward URL) of one judge server for the module."""
   port = processes.free_port()
   proc = processes.start_judge(
-      {"backend": {"max_batch": 1, "max_prompt_tokens": 1024},
+      # Zero-shot on the scale: the prompts this module's limits are sized
+      # for (few-shot examples would put every prompt over 1024 bytes).
+      {"backend": {"max_batch": 1, "max_prompt_tokens": 1024,
+                   "criteria": {"format": "scale", "few_shot": False}},
        "limits": {"max_requests_per_batch_call": 8},
        "openrlhf": {"port": port, "rubric_id": "math-solution",
                     "unscorable_reward": FALLBACK,

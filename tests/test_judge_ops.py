@@ -50,6 +50,8 @@ def judge(standin, tmp_path_factory):
   metrics_port = processes.free_port()
   proc = processes.start_judge(
       {"backend": {"kind": "gemini", "max_batch": 8,
+                   # The stand-in answers digits: the 0-9 scale, zero-shot.
+                   "criteria": {"format": "scale", "few_shot": False},
                    "gemini": {"base_url": standin.base_url,
                               "model": gemini_standin.MODEL},
                    "resilience": {"max_retries": 0}},

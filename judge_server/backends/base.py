@@ -57,8 +57,9 @@ class Backend(abc.ABC):
 
   name: str = ""
   model: str = ""
-  # The answer format of the prompts it is given, so which tokens it reads.
-  answer: str = "scale"
+  # The answer format of the prompts it is given, so which tokens it reads;
+  # by default the server's (config.CriteriaConfig).
+  answer: str = "binary"
   # The most prompts one `judge` call should get; the batcher respects it.
   max_batch: int = 8
   # The most `judge` calls the batcher runs at once. One for a backend that
