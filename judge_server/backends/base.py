@@ -3,6 +3,8 @@
 import abc
 import dataclasses
 
+from judge_server import config
+
 # Every unscorable Judgement's reason starts with one of these, whatever the
 # backend: the judge could not be asked or did not answer (worth retrying
 # when `transient`, counted by the circuit breaker), or it answered with
@@ -58,8 +60,8 @@ class Backend(abc.ABC):
   name: str = ""
   model: str = ""
   # The answer format of the prompts it is given, so which tokens it reads;
-  # by default the server's (config.CriteriaConfig).
-  answer: str = "binary"
+  # by default the server's.
+  answer: str = config.CriteriaConfig().format
   # The most prompts one `judge` call should get; the batcher respects it.
   max_batch: int = 8
   # The most `judge` calls the batcher runs at once. One for a backend that
