@@ -37,12 +37,13 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from judge_server import prompts, rubric  # noqa: E402
+from judge_server import packs as packs_lib  # noqa: E402
+from judge_server import prompts  # noqa: E402
 from judge_server.backends import jax_local  # noqa: E402
 from judge_server.batching import MicroBatcher  # noqa: E402
 from judge_server.config import BackendConfig  # noqa: E402
 from orchestrator import dataset  # noqa: E402
-from policy_worker.spec import ModelSpec  # noqa: E402
+from grar_config.model import ModelSpec  # noqa: E402
 
 DATA = "data/reasoning-sample.jsonl"
 MAX_WAIT_S = 0.005  # the server's default max_wait_ms
@@ -51,7 +52,7 @@ MAX_WAIT_S = 0.005  # the server's default max_wait_ms
 def _rollouts(n: int) -> list[list[str]]:
   """The explicit judge prompts of n rollouts: sample problems, each with
   a short made-up completion, judged against its rubric."""
-  packs = rubric.load_packs()
+  packs = packs_lib.load_packs()
   examples = dataset.load_jsonl(DATA, packs.keys())
   out = []
   for i in range(n):

@@ -29,14 +29,14 @@ os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR",
     str(pathlib.Path(__file__).resolve().parent.parent / ".jax-cache"))
 
-from judge_server import __main__ as judge_main  # noqa: E402
+from judge_server.backends import factory  # noqa: E402
 from judge_server import scoring, server, service  # noqa: E402
 from judge_server.batching import MicroBatcher  # noqa: E402
 from judge_server.config import (BackendConfig, CacheConfig,  # noqa: E402
                                  JudgeConfig)
 from orchestrator.judge_client import (JudgeClient,  # noqa: E402
                                        request_from_row)
-from policy_worker.spec import ModelSpec  # noqa: E402
+from grar_config.model import ModelSpec  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DATA = ROOT / "data" / "reasoning-sample.jsonl"
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
   backend_cfg = BackendConfig(model=ModelSpec(family="gemma3-tiny", seed=1),
                               max_batch=args.max_batch)
   config = JudgeConfig(backend=backend_cfg, cache=CacheConfig(enabled=False))
-  backend = judge_main.build_backend(backend_cfg)
+  backend = factory.build(backend_cfg)
   requests = _requests(args.rollouts)
   prompts = sum(len(r.rubric.criteria) for r in requests)
   handle = server.run_in_thread(config, backend)

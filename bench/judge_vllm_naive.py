@@ -33,7 +33,7 @@ import time
 from judge_server import aggregation, prompts
 from judge_server.backends import openai_compat
 from judge_server.config import OpenAIConfig
-from judge_server.rubric import Rubric
+from protos.rubric import Rubric
 from orchestrator import judge_client
 from policy_worker import prepare
 from protos import judge_pb2

@@ -40,7 +40,7 @@ from judge_server import config as judge_config  # noqa: E402
 from orchestrator import config as config_lib  # noqa: E402
 from orchestrator import evaluate, mesh as mesh_lib  # noqa: E402
 from orchestrator import sft_stage, tasks, trainer  # noqa: E402
-from policy_worker.spec import ModelSpec  # noqa: E402
+from grar_config.model import ModelSpec  # noqa: E402
 
 MODEL = ModelSpec(family="gemma3", dtype="float32")
 ONE = judge_config.MeshShape(fsdp=1, tp=1)

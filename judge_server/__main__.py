@@ -14,38 +14,12 @@ from judge_server import config as config_lib
 from judge_server import http_face
 from judge_server import observability
 from judge_server import server
-from judge_server.backends import gemini, openai_compat
+from judge_server.backends import factory
 from judge_server.backends.base import Backend
-from judge_server.rubric import RubricError
-from judge_server.strict import ConfigError
+from protos.rubric import RubricError
+from grar_config.strict import ConfigError
 
 SHUTDOWN_GRACE_S = 30.0
-
-
-def _jax_backend(cfg: config_lib.BackendConfig) -> Backend:
-  import jax  # only this backend kind needs jax
-  import numpy as np
-  from judge_server.backends import jax_local
-  devices = jax.devices()
-  if len(devices) < cfg.mesh.size:
-    raise ConfigError(
-        f"backend.mesh: fsdp={cfg.mesh.fsdp} x tp={cfg.mesh.tp} needs "
-        f"{cfg.mesh.size} devices, this process sees {len(devices)}")
-  mesh = jax.sharding.Mesh(
-      np.array(devices[:cfg.mesh.size]).reshape(cfg.mesh.fsdp, cfg.mesh.tp),
-      ("fsdp", "tp"))
-  observability.LOGGER.info(
-      f"jax backend on {cfg.mesh.size} of {len(devices)} "
-      f"{devices[0].platform} devices (fsdp={cfg.mesh.fsdp}, tp={cfg.mesh.tp})")
-  return jax_local.build(cfg, mesh)
-
-
-_BACKENDS = {"jax": _jax_backend, "openai": openai_compat.build,
-             "gemini": gemini.build}
-
-
-def build_backend(cfg: config_lib.BackendConfig) -> Backend:
-  return _BACKENDS[cfg.kind](cfg)
 
 
 async def _serve(config: config_lib.JudgeConfig, backend: Backend) -> None:
@@ -75,7 +49,7 @@ def serve(config: config_lib.JudgeConfig) -> int:
   observability.configure_logging(config.log_format)
   try:
     server.check(config)  # fail before a slow backend build
-    asyncio.run(_serve(config, build_backend(config.backend)))
+    asyncio.run(_serve(config, factory.build(config.backend)))
   except (ConfigError, RubricError) as e:
     print(f"grar-judge: {e}", file=sys.stderr)
     return 2

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from judge_server.rubric import Rubric
+from protos.rubric import Rubric
 
 
 def expected_score(probs: np.ndarray, min_mass: float = 0.0

@@ -36,7 +36,7 @@ import msgpack
 from judge_server import observability
 from judge_server.backends.base import Judgement
 from judge_server.config import CacheConfig
-from judge_server.strict import ConfigError
+from grar_config.strict import ConfigError
 
 _HEADER = {"grar-judge-cache": 1}
 _KEY_BYTES = 16

@@ -1,27 +1,13 @@
-"""The judge server's configuration (YAML, validated by judge_server.strict)."""
+"""The judge server's configuration (YAML, validated by grar_config.strict)."""
 
 import dataclasses
 import math
 from typing import Literal
 
-from judge_server import strict
-from policy_worker.spec import ModelSpec
-
-
-@dataclasses.dataclass(frozen=True)
-class MeshShape:
-  """How many devices along each axis; the judge uses fsdp * tp devices."""
-  fsdp: int = 1
-  tp: int = 1
-
-  def __post_init__(self):
-    for axis in ("fsdp", "tp"):
-      if getattr(self, axis) < 1:
-        raise ValueError(f"{axis}: must be >= 1")
-
-  @property
-  def size(self) -> int:
-    return self.fsdp * self.tp
+from grar_config import strict
+from grar_config.mesh import MeshShape
+from grar_config.model import ModelSpec
+from protos import contract
 
 
 def _check_endpoint(cfg, url_required: bool) -> None:
@@ -179,7 +165,7 @@ class Limits:
   max_rollout_id_chars: int = 256
   # A ScoreBatch call of max_requests_per_batch_call long rollouts is well
   # over gRPC's default 4 MiB.
-  max_message_bytes: int = 64 << 20
+  max_message_bytes: int = contract.MAX_MESSAGE_BYTES
   # Score streams and ScoreBatch calls served at once; one more is refused
   # with RESOURCE_EXHAUSTED (GetInfo, health and reflection do not count).
   max_concurrent_streams: int = 64

@@ -32,8 +32,8 @@ import h11
 from judge_server import rar, scoring, security, service
 from judge_server.config import OpenRLHFConfig
 from judge_server.limits import Overloaded, prompt_count
-from judge_server.rubric import Rubric, RubricError
-from protos import judge_pb2
+from protos.rubric import Rubric, RubricError
+from protos import contract, judge_pb2
 
 PATH = "/get_reward"
 HEALTH_PATH = "/health"
@@ -121,7 +121,7 @@ def _label(label: Any, i: int, default_rubric_id: str) -> dict:
     except (RubricError, rar.RaRError) as e:
       raise Refused(str(e)) from None
     del fields["rubric_id"]
-    fields["rubric"] = service.rubric_proto(rubric)
+    fields["rubric"] = contract.rubric_to_proto(rubric)
   if "aggregation" in label:
     if label["aggregation"] not in scoring.AGGREGATIONS:
       raise Refused(f"{where}.aggregation: {label['aggregation']!r} is "

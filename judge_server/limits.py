@@ -12,8 +12,7 @@ import grpc
 
 from judge_server import scoring
 from judge_server.config import Limits
-
-RETRY_AFTER_KEY = "retry-after-ms"
+from protos.contract import RETRY_AFTER_KEY
 
 
 class Overloaded(Exception):

@@ -23,7 +23,7 @@ import re
 from typing import Sequence
 
 from judge_server import aggregation
-from judge_server.rubric import Criterion, Example, Rubric
+from protos.rubric import Criterion, Example, Rubric
 
 SCORE_TOKENS = tuple(str(d) for d in range(10))
 MAX_SCORE = 9

@@ -25,7 +25,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from judge_server.rubric import Rubric, RubricError
+from protos.rubric import Rubric, RubricError
 
 _PREFIX = re.compile(
     r"^\s*(essential|important|optional|pitfall)\s+criteri(?:a|on)\s*:\s*",

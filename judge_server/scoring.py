@@ -5,7 +5,7 @@ import dataclasses
 from judge_server import aggregation, prompts
 from judge_server.batching import MicroBatcher
 from judge_server.config import CriteriaConfig
-from judge_server.rubric import Rubric
+from protos.rubric import Rubric
 
 AGGREGATIONS = ("explicit", "implicit")
 

@@ -12,10 +12,10 @@ from typing import Callable
 
 import grpc
 
+from grar_config.strict import ConfigError
 from judge_server.config import AuthConfig, TLSConfig
-from judge_server.strict import ConfigError
+from protos.contract import AUTHORIZATION
 
-AUTHORIZATION = "authorization"
 _SCHEME = "bearer "
 OPEN_METHODS = frozenset({"/grpc.health.v1.Health/Check",
                           "/grpc.health.v1.Health/Watch"})

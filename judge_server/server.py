@@ -23,31 +23,29 @@ from judge_server import http_face
 from judge_server import limits
 from judge_server import observability
 from judge_server import resilience
-from judge_server import rubric as rubric_lib
+from judge_server import packs as packs_lib
+from protos.rubric import Rubric, RubricError
 from judge_server import security
 from judge_server import service
 from judge_server.backends.base import Backend
 from judge_server.batching import MicroBatcher
-from judge_server.config import JudgeConfig, Limits
-from judge_server.strict import ConfigError
-from protos import judge_pb2, judge_pb2_grpc
-
-SERVICE_NAME = judge_pb2.DESCRIPTOR.services_by_name["JudgeService"].full_name
-# What clients accept by default; the server's is limits.max_message_bytes.
-MAX_MESSAGE_BYTES = Limits().max_message_bytes
+from judge_server.config import JudgeConfig
+from grar_config.strict import ConfigError
+from protos import contract, judge_pb2, judge_pb2_grpc
 
 
-def load_packs(rubric_dir: str) -> dict[str, rubric_lib.Rubric]:
+
+def load_packs(rubric_dir: str) -> dict[str, Rubric]:
   """The shipped rubric packs, plus those of `rubric_dir` when given."""
-  packs = rubric_lib.load_packs()
+  packs = packs_lib.load_packs()
   if not rubric_dir:
     return packs
   directory = pathlib.Path(rubric_dir)
   if not directory.is_dir():
-    raise rubric_lib.RubricError(f"rubric_dir: {rubric_dir}: not a directory")
-  for rid, rubric in rubric_lib.load_packs(directory).items():
+    raise RubricError(f"rubric_dir: {rubric_dir}: not a directory")
+  for rid, rubric in packs_lib.load_packs(directory).items():
     if rid in packs:
-      raise rubric_lib.RubricError(
+      raise RubricError(
           f"rubric_dir: {rubric_dir}: rubric {rid!r} is also a shipped pack")
     packs[rid] = rubric
   return packs
@@ -133,7 +131,7 @@ async def start(config: JudgeConfig, backend: Backend) -> Handle:
   health_servicer = health.aio.HealthServicer()
   health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
   reflection.enable_server_reflection(
-      (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+      (contract.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
   wanted = _address(config.host, config.port)
   try:
     port = (server.add_secure_port(wanted, credentials) if credentials
@@ -152,7 +150,7 @@ async def start(config: JudgeConfig, backend: Backend) -> Handle:
     face = None
     if config.openrlhf.port:
       face = await http_face.start(config.openrlhf, scorer, tokens)
-    for name in ("", SERVICE_NAME):
+    for name in ("", contract.SERVICE_NAME):
       await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     undo.pop_all()
   return Handle(port, _address(config.host, port), observer.metrics,

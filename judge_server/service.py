@@ -20,48 +20,14 @@ from judge_server.batching import MicroBatcher
 from judge_server.config import CriteriaConfig, Limits
 from judge_server.limits import Admission, Overloaded, prompt_count, refuse
 from judge_server.observability import Observer
-from judge_server.rubric import Rubric, RubricError
-from protos import judge_pb2, judge_pb2_grpc
+from protos.rubric import Rubric, RubricError
+from protos import contract, judge_pb2, judge_pb2_grpc
 
 _STATUS = {"scored": judge_pb2.SCORED, "unscorable": judge_pb2.UNSCORABLE}
 
 
 class InvalidRequest(ValueError):
   """A request that breaks the contract; the message starts with the field."""
-
-
-def _enum_name(enum, value: int) -> str:
-  """The lower-case name of an enum value, e.g. Category.IMPORTANT gives
-  "important"; a number only a newer client knows stays a number, so the
-  error message can show it."""
-  try:
-    return enum.Name(value).lower()
-  except ValueError:
-    return str(value)
-
-
-def rubric_proto(rubric: Rubric) -> judge_pb2.Rubric:
-  """A validated rubric as the proto message (the inverse of _rubric_dict)."""
-  return judge_pb2.Rubric(criteria=[
-      judge_pb2.Criterion(
-          text=c.text, weight=c.weight,
-          category=judge_pb2.Category.Value(c.category.upper()),
-          polarity=judge_pb2.Polarity.Value(c.polarity.upper()))
-      for c in rubric.criteria])
-
-
-def _rubric_dict(rubric: judge_pb2.Rubric) -> dict:
-  """The proto rubric in Rubric.from_dict's shape; an unset category or
-  polarity is left out so it reads as missing or defaulted."""
-  criteria = []
-  for c in rubric.criteria:
-    item = {"text": c.text, "weight": c.weight}
-    if c.category:
-      item["category"] = _enum_name(judge_pb2.Category, c.category)
-    if c.polarity:
-      item["polarity"] = _enum_name(judge_pb2.Polarity, c.polarity)
-    criteria.append(item)
-  return {"criteria": criteria}
 
 
 def _check_length(field: str, text: str, limit: int, limit_name: str) -> None:
@@ -85,7 +51,7 @@ def _rubric(request: judge_pb2.ScoreRequest, packs: Mapping[str, Rubric],
     raise InvalidRequest(f"rubric.criteria: {n} criteria, more than "
                          f"max_criteria={limits.max_criteria}")
   try:
-    return Rubric.from_dict(_rubric_dict(request.rubric), where="rubric")
+    return contract.rubric_from_proto(request.rubric)
   except RubricError as e:
     raise InvalidRequest(str(e)) from None
 
@@ -102,7 +68,7 @@ def validate(request: judge_pb2.ScoreRequest, packs: Mapping[str, Rubric],
   _check_length("reference_answer", request.reference_answer,
                 limits.max_reference_chars, "max_reference_chars")
   if request.aggregation:
-    agg = _enum_name(judge_pb2.Aggregation, request.aggregation)
+    agg = contract.enum_name(judge_pb2.Aggregation, request.aggregation)
   else:
     agg = default_aggregation
   try:

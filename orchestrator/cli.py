@@ -9,7 +9,7 @@ import os
 import pathlib
 import sys
 
-from judge_server.strict import ConfigError
+from grar_config.strict import ConfigError
 
 # The packages whose own `raise ValueError(...)` speaks to the user.
 _OURS = tuple(str(pathlib.Path(__file__).resolve().parents[1] / name) + os.sep

@@ -3,10 +3,11 @@
 import dataclasses
 from typing import Literal
 
-from judge_server import strict
-from judge_server.config import JudgeConfig, MeshShape
+from grar_config import strict
+from grar_config.mesh import MeshShape
+from judge_server.config import JudgeConfig
 from orchestrator.judge_channel import ChannelConfig
-from policy_worker.spec import ModelSpec
+from grar_config.model import ModelSpec
 
 
 def positive(obj, *names):

@@ -5,7 +5,7 @@ One object per line:
   prompt    non-empty string, the question
   answer    non-empty string, the reference answer
   domain    optional string, default "general"
-  rubric    an inline rubric ({"criteria": [...]}, see judge_server.rubric)
+  rubric    an inline rubric ({"criteria": [...]}, see protos.rubric)
   rubric_id the id of a known rubric pack
   task      optional non-empty string: the reasoning-gym task that generated
             the row (orchestrator/tasks.py); its own verifier then grades
@@ -22,7 +22,7 @@ import pathlib
 from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, TypeVar
 
-from judge_server.rubric import Rubric, RubricError
+from protos.rubric import Rubric, RubricError
 
 DEFAULT_DOMAIN = "general"
 DEFAULT_RUBRIC_ID = "general-reasoning"
@@ -123,7 +123,7 @@ def load_jsonl(path: str | os.PathLike,
                known_rubric_ids: Collection[str]) -> list[Example]:
   """All examples of a JSONL file, in file order.
 
-  known_rubric_ids: the rubric packs the judge has (judge_server.rubric
+  known_rubric_ids: the rubric packs the judge has (judge_server.packs
   .load_packs()). A row with neither rubric nor rubric_id gets the pack
   "general-reasoning" when that pack is known, and is an error otherwise:
   every example must reach the judge with some rubric, and the generic pack

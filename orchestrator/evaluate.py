@@ -26,7 +26,7 @@ import numpy as np
 import yaml
 
 from judge_server import server as judge_server_lib
-from judge_server import strict
+from grar_config import strict
 from judge_server import validation
 from orchestrator import dataset as dataset_lib
 from orchestrator import judge_validate
@@ -38,7 +38,7 @@ from orchestrator import templates
 from orchestrator import trainer
 from orchestrator.config import DataConfig, JudgeRunConfig, MeshConfig
 from policy_worker import checkpoint, models, rollout
-from policy_worker.spec import ModelSpec
+from grar_config.model import ModelSpec
 from protos import judge_pb2
 
 ROWS = "rows.jsonl"

@@ -7,9 +7,7 @@ import pathlib
 
 import grpc
 
-from judge_server.limits import RETRY_AFTER_KEY
-from judge_server.security import AUTHORIZATION
-from judge_server.server import MAX_MESSAGE_BYTES
+from protos.contract import AUTHORIZATION, MAX_MESSAGE_BYTES, RETRY_AFTER_KEY
 
 
 class ChannelError(ValueError):

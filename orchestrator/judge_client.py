@@ -13,9 +13,8 @@ from typing import Any, Mapping
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from judge_server import service
-from judge_server.rubric import Rubric, RubricError
-from judge_server.server import SERVICE_NAME
+from protos.contract import SERVICE_NAME, rubric_to_proto
+from protos.rubric import Rubric, RubricError
 from orchestrator import judge_channel
 from protos import judge_pb2, judge_pb2_grpc
 
@@ -43,12 +42,14 @@ def _text(row: Mapping[str, Any], key: str, required: bool) -> str:
 
 
 def _rubric_proto(data: Any) -> judge_pb2.Rubric:
-  """Validated like the server does, so a bad rubric fails before sending."""
-  try:
-    rubric = Rubric.from_dict(data, where="rubric")
-  except RubricError as e:
-    raise RowError(str(e)) from None
-  return service.rubric_proto(rubric)
+  """A Rubric, or a mapping validated like the server does, so a bad rubric
+  fails before sending."""
+  if not isinstance(data, Rubric):
+    try:
+      data = Rubric.from_dict(data, where="rubric")
+    except RubricError as e:
+      raise RowError(str(e)) from None
+  return rubric_to_proto(data)
 
 
 def request_from_row(row: Mapping[str, Any],

@@ -52,8 +52,7 @@ def request_for(ex: dataset_lib.Example, completion: str, rollout_id: str,
   if aggregation is not None:
     row["aggregation"] = aggregation
   if ex.rubric is not None:
-    row["rubric"] = {"criteria": [dataclasses.asdict(c)
-                                  for c in ex.rubric.criteria]}
+    row["rubric"] = ex.rubric
   else:
     row["rubric_id"] = ex.rubric_id
   return request_from_row(row, rollout_id)
@@ -238,11 +237,11 @@ def check(client, examples: Sequence[dataset_lib.Example], cfg, aggregation,
 def _in_process(cfg: JudgeConfig):
   """A judge server of `cfg` on loopback in this process; yields its
   address."""
-  from judge_server import __main__ as judge_main  # jax only if kind jax
+  from judge_server.backends import factory  # jax only if kind jax
   from judge_server import server as judge_server_lib
   judge_server_lib.check(cfg)
   _say(f"starting the judge in process ({cfg.backend.kind} backend)")
-  backend = judge_main.build_backend(cfg.backend)
+  backend = factory.build(cfg.backend)
   with judge_server_lib.on_loopback(cfg, backend) as address:
     yield address
 

@@ -14,8 +14,8 @@ import math
 import jax
 import numpy as np
 
-from judge_server.config import MeshShape
-from policy_worker.spec import ModelSpec
+from grar_config.mesh import MeshShape
+from grar_config.model import ModelSpec
 
 AXES = ("fsdp", "tp")
 _DTYPE_BYTES = {"float32": 4, "bfloat16": 2}

@@ -26,14 +26,14 @@ import sys
 import jax
 import yaml
 
-from judge_server import strict
+from grar_config import strict
 from orchestrator import config as config_lib
 from orchestrator import inspect_run
 from orchestrator import mesh as mesh_lib
 from orchestrator import run_dir as run_dir_lib
 from orchestrator import sft_stage, simpo_stage, trainer
 from orchestrator.config import RunConfig
-from policy_worker.spec import ModelSpec
+from grar_config.model import ModelSpec
 
 STAGES = "stages.json"
 GRPO = "grpo"

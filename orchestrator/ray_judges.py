@@ -21,10 +21,10 @@ class JudgeReplica:
 
   def __init__(self, config: JudgeConfig):
     # The judge server's own entry point builds the backend the same way.
-    from judge_server.__main__ import build_backend
+    from judge_server.backends import factory
     config = dataclasses.replace(
         config, host=ray.util.get_node_ip_address(), port=0)
-    self._server = server.run_in_thread(config, build_backend(config.backend))
+    self._server = server.run_in_thread(config, factory.build(config.backend))
 
   def address(self) -> str:
     return self._server.address

@@ -13,14 +13,14 @@ import pathlib
 
 import jax
 
-from judge_server import strict
-from judge_server.config import MeshShape
+from grar_config import strict
+from grar_config.mesh import MeshShape
 from orchestrator import mesh as mesh_lib
 from orchestrator import stage_run
 from orchestrator import templates
 from orchestrator.sft_data import completion, load_sft
 from policy_worker import sft
-from policy_worker.spec import ModelSpec
+from grar_config.model import ModelSpec
 
 COLUMNS = ("loss", "perplexity", "grad_norm", "eval_loss", "eval_perplexity")
 

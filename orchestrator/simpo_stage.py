@@ -15,14 +15,14 @@ import pathlib
 
 import jax
 
-from judge_server import strict
-from judge_server.config import MeshShape
+from grar_config import strict
+from grar_config.mesh import MeshShape
 from orchestrator import mesh as mesh_lib
 from orchestrator import stage_run
 from orchestrator import templates
 from orchestrator.preference_data import load_pairs
 from policy_worker import simpo
-from policy_worker.spec import ModelSpec
+from grar_config.model import ModelSpec
 
 _METRICS = ("rewards_chosen", "rewards_rejected", "rewards_margin",
             "rewards_accuracy", "log_probs_chosen", "log_probs_rejected")

@@ -18,7 +18,7 @@ from orchestrator.config import positive
 from orchestrator.sft_data import split_eval
 from orchestrator.trainer import batch_for_step
 from policy_worker import checkpoint, models
-from policy_worker.spec import ModelSpec
+from grar_config.model import ModelSpec
 
 
 @dataclasses.dataclass(frozen=True)

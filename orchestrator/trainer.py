@@ -26,9 +26,8 @@ import jax
 import numpy as np
 import yaml
 
-from judge_server import __main__ as judge_main
+from judge_server.backends import factory as backend_factory
 from judge_server import server as judge_server_lib
-from judge_server.backends import jax_local
 from orchestrator import dataset as dataset_lib
 from orchestrator import journal as journal_lib
 from orchestrator import judge_client as judge_client_lib
@@ -107,11 +106,7 @@ def judge_target(cfg: RunConfig, judge_mesh, run_dir: pathlib.Path):
         timeout_s=cfg.judge.startup_timeout_s) as address:
       yield address
     return
-  if server_cfg.backend.kind == "jax":
-    backend = jax_local.build(server_cfg.backend, judge_mesh)
-  else:
-    # The judge model is behind an endpoint: only the service runs here.
-    backend = judge_main.build_backend(server_cfg.backend)
+  backend = backend_factory.build(server_cfg.backend, judge_mesh)
   with judge_server_lib.on_loopback(server_cfg, backend) as address:
     yield address
 

@@ -24,7 +24,7 @@ from tokenizers import decoders
 from tunix.models.gemma3 import model as gemma3
 
 from policy_worker import checkpoint, models, prepare, tokenizer
-from policy_worker.spec import ModelSpec
+from grar_config.model import ModelSpec
 
 # tunix's Gemma-3 has no position limit; HF readers want one (Gemma-3's).
 _MAX_POSITIONS = 32_768

@@ -11,7 +11,7 @@ from tunix.models.gemma import params_safetensors as gemma2_params
 from tunix.models.gemma3 import model as gemma3
 from tunix.models.gemma3 import params_safetensors as gemma3_params
 
-from policy_worker.spec import ModelSpec
+from grar_config.model import ModelSpec
 from policy_worker.tokenizer import ByteTokenizer, HFTokenizer, VOCAB_SIZE
 
 # Every projection of attention and MLP: LoRA's usual targets.

@@ -28,7 +28,7 @@ from sentencepiece import sentencepiece_model_pb2 as sp_model
 import tokenizers
 from tokenizers import decoders, models, normalizers, processors
 
-from policy_worker import spec
+from grar_config import model as spec
 
 # Bump when the directory's content changes, so older ones are rebuilt.
 FORMAT = 1

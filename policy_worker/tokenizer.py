@@ -7,9 +7,11 @@ encode never adds BOS: the sampler and the judge put it in front themselves.
 import json
 from pathlib import Path
 
+from grar_config.model import BYTE_VOCAB_SIZE
+
 PAD, BOS, EOS, UNUSED = 0, 1, 2, 3
 OFFSET = 4
-VOCAB_SIZE = 256 + OFFSET
+VOCAB_SIZE = BYTE_VOCAB_SIZE
 
 
 class ByteTokenizer:
@@ -54,8 +56,6 @@ class HFTokenizer:
   """
 
   def __init__(self, model_dir: Path):
-    # Imported here: the judge server loads this module (for VOCAB_SIZE,
-    # through ModelSpec) on machines that only have its remote backends.
     import tokenizers
     model_dir = Path(model_dir)
     try:

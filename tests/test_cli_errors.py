@@ -4,7 +4,7 @@ traceback), and --debug shows the traceback of either."""
 import numpy as np
 import pytest
 
-from judge_server.strict import ConfigError
+from grar_config.strict import ConfigError
 from orchestrator import cli, tasks
 from processes import grar
 

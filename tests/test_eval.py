@@ -21,7 +21,7 @@ from orchestrator import cli, dataset, evaluate, inspect_run, metrics, stats
 from orchestrator import run_dir as run_dir_lib
 from orchestrator.config import RunConfig
 from policy_worker import models, rollout
-from policy_worker.spec import ModelSpec
+from grar_config.model import ModelSpec
 from processes import free_port
 from test_export import lora_checkpoint
 

@@ -17,7 +17,7 @@ from flax import nnx
 import pytest
 
 from policy_worker import checkpoint, export, models, prepare
-from policy_worker.spec import ModelSpec
+from grar_config.model import ModelSpec
 from policy_worker.tokenizer import ByteTokenizer, HFTokenizer
 import test_parity_vllm as parity
 import vllm_server

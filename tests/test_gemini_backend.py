@@ -13,7 +13,7 @@ import pytest
 from judge_server import config as config_lib
 from judge_server import server
 from judge_server.backends import gemini
-from judge_server.strict import ConfigError
+from grar_config.strict import ConfigError
 from orchestrator.judge_client import JudgeClient, request_from_row
 import gemini_standin
 from gemini_standin import (  # noqa: F401 (fixtures)
@@ -157,8 +157,9 @@ def test_the_gemini_backend_is_built_where_jax_cannot_import(standin):
   code = textwrap.dedent(f"""
       import sys
       sys.modules["jax"] = None  # import jax raises ImportError
-      from judge_server import __main__ as main, config
-      backend = main.build_backend(config.BackendConfig(
+      from judge_server import config
+      from judge_server.backends import factory
+      backend = factory.build(config.BackendConfig(
           kind="gemini", gemini=config.GeminiConfig(
               base_url="{standin.base_url}", model="m",
               api_key_env="{KEY_ENV}")))

@@ -19,7 +19,7 @@ import pytest
 from judge_server import config as config_lib
 from judge_server import server
 from judge_server.backends import gemini
-from judge_server.strict import ConfigError
+from grar_config.strict import ConfigError
 from protos import judge_pb2, judge_pb2_grpc
 from gemini_standin import (  # noqa: F401 (fixtures)
     EXPECTED, Fault, backend_config, fresh, standin)

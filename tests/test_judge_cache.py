@@ -10,11 +10,11 @@ import pytest
 
 from judge_server import cache as cache_lib
 from judge_server import config as config_lib
-from judge_server import rubric as rubric_lib
+from judge_server import packs as packs_lib
 from judge_server import server
 from judge_server.backends import gemini
 from judge_server.batching import MicroBatcher
-from judge_server.strict import ConfigError
+from grar_config.strict import ConfigError
 from orchestrator.judge_client import JudgeClient, request_from_row
 import gemini_standin
 from gemini_standin import (  # noqa: F401 (fixtures)
@@ -146,7 +146,7 @@ def test_a_file_that_is_not_a_judge_cache_is_refused(tmp_path, content,
 
 
 def test_the_server_judges_a_repeated_completion_once_per_criterion(standin):
-  math = rubric_lib.load_packs()["math-solution"]
+  math = packs_lib.load_packs()["math-solution"]
   shared = math.criteria[0]
   row = {"prompt": "What is 2 + 2?", "completion": "<answer>4</answer>",
          "reference_answer": "4"}

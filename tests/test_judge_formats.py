@@ -20,9 +20,10 @@ from judge_server.backends.base import Backend, Judgement
 from judge_server.batching import MicroBatcher
 from judge_server.config import BackendConfig, CriteriaConfig, JudgeConfig
 from judge_server.parsing import UnparseableScore, parse_yes_no
-from judge_server.rubric import Criterion, Example, Rubric, load_packs
-from judge_server.strict import ConfigError
-from policy_worker.spec import ModelSpec
+from judge_server.packs import load_packs
+from protos.rubric import Criterion, Example, Rubric
+from grar_config.strict import ConfigError
+from grar_config.model import ModelSpec
 from policy_worker.tokenizer import ByteTokenizer, HFTokenizer
 from gemini_standin import (  # noqa: F401 (fixtures)
     backend_config, fresh, standin)

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 import pytest
 
 from judge_server.config import Limits
-from judge_server.rubric import load_packs
+from judge_server.packs import load_packs
 from protos import judge_pb2, judge_pb2_grpc
 import processes
 from test_judge_ops import moved, scrape, Judge

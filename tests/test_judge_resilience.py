@@ -13,7 +13,7 @@ from judge_server import config as config_lib
 from judge_server import resilience, server
 from judge_server.backends import gemini, http_judge
 from judge_server.batching import MicroBatcher
-from judge_server.strict import ConfigError
+from grar_config.strict import ConfigError
 from orchestrator.judge_client import JudgeClient, request_from_row
 from protos import judge_pb2
 import gemini_standin

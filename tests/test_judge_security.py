@@ -17,12 +17,12 @@ import pytest
 
 from judge_server import config as config_lib
 from judge_server import server
-from judge_server import strict
+from grar_config import strict
 from judge_server.backends import openai_compat
 from orchestrator import cli
 from orchestrator.judge_channel import ChannelConfig, ChannelError, create
 from orchestrator.judge_client import JudgeClient, JudgeRequestError
-from protos import judge_pb2, judge_pb2_grpc
+from protos import contract, judge_pb2, judge_pb2_grpc
 import processes
 
 TOKENS = ("old-token-3f9a", "new-token-c41d")
@@ -179,7 +179,7 @@ def test_unauthenticated_bytes_are_never_parsed(token_judge):
 def test_health_is_open_without_a_token(token_judge):
   with grpc.insecure_channel(token_judge.address) as channel:
     response = health_pb2_grpc.HealthStub(channel).Check(
-        health_pb2.HealthCheckRequest(service=server.SERVICE_NAME), timeout=10)
+        health_pb2.HealthCheckRequest(service=contract.SERVICE_NAME), timeout=10)
   assert response.status == health_pb2.HealthCheckResponse.SERVING
 
 

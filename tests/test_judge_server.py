@@ -15,8 +15,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 import pytest
 import yaml
 
-from judge_server.rubric import load_packs
-from judge_server.server import SERVICE_NAME
+from judge_server.packs import load_packs
+from protos.contract import SERVICE_NAME
 from orchestrator import judge_cli
 from orchestrator.judge_client import JudgeClient, JudgeRequestError
 from protos import judge_pb2, judge_pb2_grpc

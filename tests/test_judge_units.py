@@ -14,7 +14,8 @@ from judge_server.backends.base import Backend, Judgement
 from judge_server.batching import MicroBatcher
 from judge_server.config import JudgeConfig
 from judge_server.parsing import UnparseableScore, parse_score
-from judge_server.rubric import Rubric, RubricError, load_packs
+from judge_server.packs import load_packs
+from protos.rubric import Rubric, RubricError
 from orchestrator.judge_client import JudgeClient, request_from_row
 
 
@@ -308,7 +309,7 @@ def test_the_judge_config_reads_exponents_from_its_file_too(tmp_path):
 @pytest.mark.parametrize("text", ["3e", "e5", "1e-5x", "nan", "inf", "hot"])
 def test_a_string_that_is_not_a_number_is_still_refused(text):
   from orchestrator import config as run_config
-  from judge_server.strict import ConfigError
+  from grar_config.strict import ConfigError
   with pytest.raises(ConfigError,
                      match=f"grpo.learning_rate: expected a number, got "):
     run_config.load(None, [f"grpo.learning_rate={text}"])

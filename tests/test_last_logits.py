@@ -9,7 +9,7 @@ import numpy as np
 
 from orchestrator import mesh as mesh_lib
 from policy_worker import last_logits, models
-from policy_worker.spec import ModelSpec
+from grar_config.model import ModelSpec
 
 
 def assert_matches_full_forward(model, mesh, rows: list[list[int]],

@@ -11,7 +11,7 @@ import numpy as np
 
 from policy_worker import grpo, models, rollout
 from policy_worker.advantages import group_advantages
-from policy_worker.spec import ModelSpec
+from grar_config.model import ModelSpec
 
 STEPS = 20
 G = 8

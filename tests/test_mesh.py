@@ -9,11 +9,11 @@ import jax
 import numpy as np
 import pytest
 
-from judge_server.config import MeshShape
+from grar_config.mesh import MeshShape
 from orchestrator import mesh
 from orchestrator.mesh import MeshPlanError, plan_meshes
 from policy_worker import models
-from policy_worker.spec import ModelSpec
+from grar_config.model import ModelSpec
 from tunix.models.gemma3 import model as gemma3
 
 

@@ -14,10 +14,10 @@ from tokenizers import models as tok_models
 from safetensors.numpy import save_file
 from tunix.generate import sampler as sampler_lib
 
-from judge_server.config import MeshShape
+from grar_config.mesh import MeshShape
 from orchestrator import mesh as mesh_lib
 from policy_worker import models
-from policy_worker.spec import ModelSpec
+from grar_config.model import ModelSpec
 from test_last_logits import assert_matches_full_forward
 
 # num_heads * head_dim != hidden_size, so a transposed projection cannot

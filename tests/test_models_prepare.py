@@ -22,7 +22,7 @@ import transformers
 from orchestrator import mesh as mesh_lib
 from policy_worker import models
 from policy_worker import prepare
-from policy_worker.spec import ModelSpec
+from grar_config.model import ModelSpec
 from policy_worker.tokenizer import HFTokenizer
 
 PROMPT = "The capital of France is"

@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 
 from judge_server import prompts
-from judge_server.rubric import Criterion
+from protos.rubric import Criterion
 from policy_worker import models
-from policy_worker.spec import ModelSpec
+from grar_config.model import ModelSpec
 
 TOP_K = 20
 MAX_ABS_LOGPROB_DIFF = 1e-3

@@ -11,7 +11,7 @@ import tokenizers
 from tokenizers import models, pre_tokenizers
 
 from judge_server import prompts
-from judge_server.rubric import Criterion, Rubric
+from protos.rubric import Criterion, Rubric
 
 QUESTION = "What is 47 + 38?"
 CRITERION = Criterion("States that the sum is 85", "essential", 5, "positive")

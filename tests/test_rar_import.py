@@ -8,7 +8,8 @@ import pathlib
 import pytest
 
 from judge_server import aggregation, rar, server
-from judge_server.rubric import Rubric, load_pack, load_packs
+from judge_server.packs import load_pack, load_packs
+from protos.rubric import Rubric
 from orchestrator import cli, dataset
 
 SAMPLE = pathlib.Path(__file__).resolve().parent / "data" / "rar-sample.jsonl"

@@ -3,7 +3,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from judge_server.rubric import load_packs
+from judge_server.packs import load_packs
 from orchestrator import templates
 from orchestrator.dataset import load_jsonl
 from orchestrator.rewards import (RULE_REWARDS, composite, exact_answer_reward,

@@ -6,8 +6,8 @@ import pathlib
 import pytest
 import yaml
 
-from judge_server.rubric import (
-    PACK_DIR, Rubric, RubricError, load_pack, load_packs)
+from judge_server.packs import PACK_DIR, load_pack, load_packs
+from protos.rubric import Rubric, RubricError
 
 PATHS = sorted(PACK_DIR.glob("*.yaml"))
 DOMAINS = {"general-reasoning", "math-solution", "science-explanation",

@@ -15,7 +15,7 @@ from orchestrator import metrics, run_dir, sft_stage
 from orchestrator.sft_data import completion
 from orchestrator import templates
 from policy_worker import checkpoint, models, sft
-from policy_worker.spec import ModelSpec
+from grar_config.model import ModelSpec
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 10

@@ -11,7 +11,7 @@ import pytest
 
 from orchestrator import metrics, run_dir, simpo_stage
 from policy_worker import simpo
-from policy_worker.spec import ModelSpec
+from grar_config.model import ModelSpec
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 10

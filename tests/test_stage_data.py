@@ -9,7 +9,7 @@ import pyarrow
 import pyarrow.parquet
 import pytest
 
-from judge_server.strict import ConfigError
+from grar_config.strict import ConfigError
 from orchestrator import cli, sft_stage, simpo_stage
 from orchestrator.dataset import DatasetError
 from orchestrator.preference_data import PreferencePair, load_pairs

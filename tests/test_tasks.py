@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from judge_server.rubric import load_packs
+from judge_server.packs import load_packs
 from orchestrator import cli, tasks
 from orchestrator.dataset import DatasetError, load_jsonl
 from orchestrator.rewards import RULE_REWARDS, answer_reward

@@ -16,8 +16,8 @@ import pytest
 from judge_server import config as config_lib
 from judge_server import prompts
 from judge_server.backends import openai_compat
-from judge_server.rubric import Rubric
-from judge_server.strict import ConfigError
+from protos.rubric import Rubric
+from grar_config.strict import ConfigError
 from orchestrator import journal
 import processes
 from protos import judge_pb2, judge_pb2_grpc
@@ -192,8 +192,9 @@ def test_a_missing_api_key_variable_names_it(monkeypatch):
 def test_the_openai_backend_is_built_without_importing_jax():
   code = textwrap.dedent("""
       import sys
-      from judge_server import __main__ as main, config
-      backend = main.build_backend(config.BackendConfig(
+      from judge_server import config
+      from judge_server.backends import factory
+      backend = factory.build(config.BackendConfig(
           kind="openai", openai=config.OpenAIConfig(
               base_url="http://127.0.0.1:1/v1", model="m")))
       assert backend.name == "openai"

@@ -23,7 +23,7 @@ from judge_server import prompts
 from judge_server.backends import base, http_judge
 from judge_server.backends.base import Judgement
 from judge_server.config import BackendConfig, GeminiConfig
-from judge_server.strict import ConfigError
+from grar_config.strict import ConfigError
 
 
 def _top_candidates(candidate: dict) -> list[tuple[str, float]] | None:

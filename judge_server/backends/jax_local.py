@@ -24,7 +24,7 @@ from judge_server.config import BackendConfig
 from judge_server.prompts import (
     ANSWER_NAMES, CHOICES, FORMATS, SCALE, spellings)
 from policy_worker import last_logits
-from policy_worker.spec import ModelSpec
+from grar_config.model import ModelSpec
 
 
 @dataclasses.dataclass(frozen=True)

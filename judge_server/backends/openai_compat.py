@@ -20,7 +20,7 @@ from judge_server import prompts
 from judge_server.backends import http_judge
 from judge_server.backends.base import Judgement
 from judge_server.config import BackendConfig, OpenAIConfig
-from judge_server.strict import ConfigError
+from grar_config.strict import ConfigError
 
 
 def _top_logprobs(mode: str, choice: dict) -> list[tuple[str, float]] | None:

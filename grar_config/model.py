@@ -9,8 +9,9 @@ import json
 import os
 from pathlib import Path
 
-from policy_worker.tokenizer import VOCAB_SIZE
-
+# The byte tokenizer's (policy_worker/tokenizer.py): 4 special ids, then the
+# 256 bytes. The tiny random family has this vocabulary.
+BYTE_VOCAB_SIZE = 4 + 256
 DTYPES = ("float32", "bfloat16")
 FAMILIES = ("gemma3-tiny", "gemma3", "gemma2")
 
@@ -108,7 +109,7 @@ class ModelSpec:
   def dims(self) -> ModelDims:
     """The model's shapes: the fields above, or the checkpoint's config."""
     if self.family == "gemma3-tiny":
-      return ModelDims(VOCAB_SIZE, self.num_layers, self.embed_dim,
+      return ModelDims(BYTE_VOCAB_SIZE, self.num_layers, self.embed_dim,
                        self.hidden_dim, self.num_heads, self.head_dim,
                        self.num_kv_heads)
     c = self.hf_config()
