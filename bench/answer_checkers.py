@@ -34,7 +34,8 @@ import time
 
 from math_verify import parse, verify
 
-from orchestrator import rewards, tasks
+from orchestrator import rewards
+from orchestrator.data import tasks
 
 NUMERIC = ("chain_sum", "decimal_chain_sum", "basic_arithmetic", "products",
            "gcd", "lcm", "leg_counting", "count_bits", "decimal_arithmetic",

@@ -42,7 +42,7 @@ from judge_server import prompts  # noqa: E402
 from judge_server.backends import jax_local  # noqa: E402
 from judge_server.batching import MicroBatcher  # noqa: E402
 from judge_server.config import BackendConfig  # noqa: E402
-from orchestrator import dataset  # noqa: E402
+from orchestrator.data import dataset  # noqa: E402
 from grar_config.model import ModelSpec  # noqa: E402
 
 DATA = "data/reasoning-sample.jsonl"

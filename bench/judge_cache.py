@@ -36,7 +36,9 @@ from judge_server import scoring, server  # noqa: E402
 from judge_server.backends import jax_local  # noqa: E402
 from judge_server.batching import MicroBatcher  # noqa: E402
 from orchestrator import config as config_lib  # noqa: E402
-from orchestrator import dataset, journal, run_dir  # noqa: E402
+from orchestrator.data import dataset  # noqa: E402
+from orchestrator.rundir import journal  # noqa: E402
+from orchestrator.rundir import layout as run_dir  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 

@@ -24,7 +24,7 @@ import time
 from judge_server import server
 from judge_server.backends.base import Backend, Judgement
 from judge_server.config import JudgeConfig, Limits
-from orchestrator.judge_client import JudgeClient, request_from_row
+from orchestrator.judge.client import JudgeClient, request_from_row
 from protos import judge_pb2
 
 RUBRIC = {"criteria": [

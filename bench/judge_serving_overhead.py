@@ -34,7 +34,7 @@ from judge_server import scoring, server, service  # noqa: E402
 from judge_server.batching import MicroBatcher  # noqa: E402
 from judge_server.config import (BackendConfig, CacheConfig,  # noqa: E402
                                  JudgeConfig)
-from orchestrator.judge_client import (JudgeClient,  # noqa: E402
+from orchestrator.judge.client import (JudgeClient,  # noqa: E402
                                        request_from_row)
 from grar_config.model import ModelSpec  # noqa: E402
 

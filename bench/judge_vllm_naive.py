@@ -34,7 +34,7 @@ from judge_server import aggregation, prompts
 from judge_server.backends import openai_compat
 from judge_server.config import OpenAIConfig
 from protos.rubric import Rubric
-from orchestrator import judge_client
+from orchestrator.judge import client as judge_client
 from policy_worker import prepare
 from protos import judge_pb2
 

@@ -38,8 +38,11 @@ import jax  # noqa: E402
 
 from judge_server import config as judge_config  # noqa: E402
 from orchestrator import config as config_lib  # noqa: E402
-from orchestrator import evaluate, mesh as mesh_lib  # noqa: E402
-from orchestrator import sft_stage, tasks, trainer  # noqa: E402
+from orchestrator import mesh as mesh_lib  # noqa: E402
+from orchestrator.stages import evaluate  # noqa: E402
+from orchestrator.stages import sft as sft_stage  # noqa: E402
+from orchestrator.data import tasks  # noqa: E402
+from orchestrator.stages import grpo as trainer  # noqa: E402
 from grar_config.model import ModelSpec  # noqa: E402
 
 MODEL = ModelSpec(family="gemma3", dtype="float32")

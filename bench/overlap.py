@@ -37,7 +37,7 @@ from judge_server import server as judge_server_lib  # noqa: E402
 from judge_server.backends.base import Backend, Judgement  # noqa: E402
 from judge_server.config import JudgeConfig  # noqa: E402
 from orchestrator import config as config_lib  # noqa: E402
-from orchestrator import trainer  # noqa: E402
+from orchestrator.stages import grpo as trainer  # noqa: E402
 
 
 class LatencyStandIn(Backend):

@@ -25,8 +25,10 @@ import jax  # noqa: E402
 import ray  # noqa: E402
 
 from orchestrator import config as config_lib  # noqa: E402
-from orchestrator import dataset, mesh as mesh_lib  # noqa: E402
-from orchestrator import ray_workers, templates  # noqa: E402
+from orchestrator import mesh as mesh_lib  # noqa: E402
+from orchestrator.data import dataset  # noqa: E402
+from orchestrator.scaleout import rollout_workers as ray_workers  # noqa: E402
+from orchestrator.data import templates  # noqa: E402
 from judge_server import server as judge_server_lib  # noqa: E402
 from policy_worker import models  # noqa: E402
 

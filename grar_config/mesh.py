@@ -1,10 +1,11 @@
 """A mesh's shape, which the judge's config and the trainer's mesh plan both
 name."""
 
-import dataclasses
+
+from grar_config import strict
 
 
-@dataclasses.dataclass(frozen=True)
+@strict.config
 class MeshShape:
   """How many devices along each axis; the judge uses fsdp * tp devices."""
   fsdp: int = 1

@@ -1,4 +1,4 @@
-"""What model to build: a plain dataclass, importable without jax.
+"""What model to build: a config dataclass, importable without jax.
 
 The judge server's config names its model with it too, and a judge with a
 remote backend must load its config on a machine without jax.
@@ -8,6 +8,8 @@ import dataclasses
 import json
 import os
 from pathlib import Path
+
+from grar_config import strict
 
 # The byte tokenizer's (policy_worker/tokenizer.py): 4 special ids, then the
 # 256 bytes. The tiny random family has this vocabulary.
@@ -38,7 +40,7 @@ class ModelDims:
   num_kv_heads: int
 
 
-@dataclasses.dataclass(frozen=True)
+@strict.config
 class ModelSpec:
   """Which model to build.
 

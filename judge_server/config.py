@@ -23,7 +23,7 @@ def _check_endpoint(cfg, url_required: bool) -> None:
     raise ValueError("timeout_s: must be > 0")
 
 
-@dataclasses.dataclass(frozen=True)
+@strict.config
 class OpenAIConfig:
   """An OpenAI-compatible endpoint: vLLM, llama.cpp's server, hosted APIs."""
   base_url: str = ""  # up to and including the version, e.g. http://h:8000/v1
@@ -50,7 +50,7 @@ class OpenAIConfig:
       raise ValueError("top_logprobs: must be >= 0")
 
 
-@dataclasses.dataclass(frozen=True)
+@strict.config
 class GeminiConfig:
   """The Gemini API (generativelanguage REST, generateContent)."""
   base_url: str = "https://generativelanguage.googleapis.com"
@@ -72,7 +72,7 @@ class GeminiConfig:
       raise ValueError("top_logprobs: must be in 0..19")
 
 
-@dataclasses.dataclass(frozen=True)
+@strict.config
 class ResilienceConfig:
   """What every backend call gets, whatever the backend."""
   # One prompt's judging, retries and waits included; then it is unscorable.
@@ -106,7 +106,7 @@ class ResilienceConfig:
       raise ValueError("backoff_max_s: must be >= backoff_initial_s")
 
 
-@dataclasses.dataclass(frozen=True)
+@strict.config
 class CriteriaConfig:
   """How the judge is asked about each criterion (judge_server.prompts).
   format scale: one digit 0-9, the score E[digit] / 9; binary: yes or no,
@@ -122,7 +122,7 @@ class CriteriaConfig:
       raise ValueError(f"format: {self.format!r} is not one of scale, binary")
 
 
-@dataclasses.dataclass(frozen=True)
+@strict.config
 class BackendConfig:
   """kind jax: a tunix model in this process (model, mesh, max_prompt_tokens);
   kind openai: an HTTP endpoint (openai); kind gemini: the Gemini API
@@ -155,7 +155,7 @@ class BackendConfig:
       raise ValueError("min_score_mass: must be in [0, 1]")
 
 
-@dataclasses.dataclass(frozen=True)
+@strict.config
 class Limits:
   max_prompt_chars: int = 8000
   max_completion_chars: int = 16000
@@ -183,7 +183,7 @@ class Limits:
         raise ValueError(f"{f.name}: must be >= 1")
 
 
-@dataclasses.dataclass(frozen=True)
+@strict.config
 class AuthConfig:
   """token_file: bearer tokens callers must send (`authorization: Bearer
   TOKEN`), one per line, so a new token can be added before the old one is
@@ -192,7 +192,7 @@ class AuthConfig:
   token_file: str = ""
 
 
-@dataclasses.dataclass(frozen=True)
+@strict.config
 class TLSConfig:
   """PEM files. cert_file and key_file: the server's certificate chain and
   key (TLS); client_ca_file: clients must present a certificate this CA
@@ -211,7 +211,7 @@ class TLSConfig:
                        "key_file too")
 
 
-@dataclasses.dataclass(frozen=True)
+@strict.config
 class MetricsConfig:
   """Prometheus metrics over HTTP at http://host:port/metrics; port 0: off.
   Unauthenticated, so by default only on loopback."""
@@ -223,7 +223,7 @@ class MetricsConfig:
       raise ValueError("port: must be in 0..65535")
 
 
-@dataclasses.dataclass(frozen=True)
+@strict.config
 class CacheConfig:
   """Judgements kept so that an identical judge prompt to the same judge is
   judged once (GRPO groups repeat completions, and a re-sent rollout is
@@ -241,7 +241,7 @@ class CacheConfig:
       raise ValueError("path: set, but enabled is false")
 
 
-@dataclasses.dataclass(frozen=True)
+@strict.config
 class OpenRLHFConfig:
   """OpenRLHF's remote reward model protocol, POST /get_reward over HTTP
   (judge_server.http_face, docs/rubrics.md); port 0: off."""
@@ -267,7 +267,7 @@ class OpenRLHFConfig:
       raise ValueError("read_timeout_s: must be > 0")
 
 
-@dataclasses.dataclass(frozen=True)
+@strict.config
 class JudgeConfig:
   host: str = "127.0.0.1"
   port: int = 0  # 0: any free port; the server prints the one it took

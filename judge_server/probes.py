@@ -55,7 +55,7 @@ PAIRS = (Pair("correct", "wrong"), Pair("correct", "off_topic"),
 
 @dataclasses.dataclass(frozen=True)
 class Tags:
-  """The reasoning format's four tags (orchestrator/templates.py)."""
+  """The reasoning format's four tags (orchestrator/data/templates.py)."""
   reasoning_start: str
   reasoning_end: str
   answer_start: str

@@ -126,7 +126,7 @@ def _text_field(row: Mapping, key: str, where: str) -> str:
 def dataset_rows(rows: Iterable[Any], id_prefix: str, domain: str = ""
                  ) -> tuple[list[dict], int]:
   """RaR dataset rows ({"question", "reference_answer", "rubric", ...}) as
-  rows of grar's dataset format (orchestrator/dataset.py) with the rubric
+  rows of grar's dataset format (orchestrator/data/dataset.py) with the rubric
   inline, and how many items were flipped in all. Other RaR columns
   (question_source, rubric_count, ...) are not carried over. A row's "id"
   is kept when it has one, else it is "<id_prefix>-<n>"."""

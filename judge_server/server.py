@@ -31,7 +31,7 @@ from judge_server.backends.base import Backend
 from judge_server.batching import MicroBatcher
 from judge_server.config import JudgeConfig
 from grar_config.strict import ConfigError
-from protos import contract, judge_pb2, judge_pb2_grpc
+from protos import contract, judge_pb2_grpc
 
 
 

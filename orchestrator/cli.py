@@ -10,6 +10,8 @@ import pathlib
 import sys
 
 from grar_config.strict import ConfigError
+from orchestrator import devices
+from orchestrator.judge import commands as judge_commands
 
 # The packages whose own `raise ValueError(...)` speaks to the user.
 _OURS = tuple(str(pathlib.Path(__file__).resolve().parents[1] / name) + os.sep
@@ -24,32 +26,22 @@ def _claim_devices(cfg) -> None:
   elsewhere). With the judge in its own process, the trainer must leave the
   judge's devices alone: it claims the first mesh.policy.size of them.
   """
-  from orchestrator import devices
   if cfg.judge.placement == "subprocess":
     os.environ.update(devices.process_env(
         devices.detect_platform(), 0, cfg.mesh.policy.size,
         devices.TRAINER_TPU_PORT))
     return
-  _cpu_devices(cfg.mesh.policy.size + (
+  devices.ask_cpu_devices(cfg.mesh.policy.size + (
       cfg.mesh.judge.size if cfg.judge.placement == "in-process" else 0))
-
-
-def _cpu_devices(needed: int) -> None:
-  """Asks for `needed` virtual devices should this be a CPU host, unless
-  XLA_FLAGS already sets a count; must run before jax loads."""
-  flags = os.environ.get("XLA_FLAGS", "")
-  if "xla_force_host_platform_device_count" not in flags:
-    os.environ["XLA_FLAGS"] = (
-        f"{flags} --xla_force_host_platform_device_count={needed}".strip())
 
 
 def _stage(args) -> int:
   """`grar sft` / `grar simpo`: one training stage on the policy mesh."""
   import importlib
-  stage = importlib.import_module(f"orchestrator.{args.command}_stage")
+  stage = importlib.import_module(f"orchestrator.stages.{args.command}")
   cfg = stage.load(args.config, args.set)
-  _cpu_devices(cfg.mesh.size)
-  from orchestrator import run_dir
+  devices.ask_cpu_devices(cfg.mesh.size)
+  from orchestrator.rundir import layout as run_dir
   try:
     path = stage.run(cfg)
   except run_dir.RunDirError as e:
@@ -62,11 +54,14 @@ def _stage(args) -> int:
 def _run_errors(cfg) -> tuple[type[Exception], ...]:
   """What a training run raises for a problem the user can fix: one line,
   no traceback. Ray is imported only by runs that use it."""
-  from orchestrator import judge_process, run_dir, trainer
+  from orchestrator.judge import process as judge_process
+  from orchestrator.judge import target as judge_target
+  from orchestrator.rundir import layout as run_dir
+  from orchestrator.stages import grpo as trainer
   errors = (trainer.TrainError, run_dir.RunDirError,
-            judge_process.JudgeProcessError)
+            judge_process.JudgeProcessError, judge_target.JudgeNotReady)
   if cfg.ray.used:
-    from orchestrator import ray_cluster
+    from orchestrator.scaleout import cluster as ray_cluster
     errors += (ray_cluster.RayClusterError,)
   return errors
 
@@ -74,7 +69,7 @@ def _run_errors(cfg) -> tuple[type[Exception], ...]:
 def _config_path(args, kind: str, marker: str):
   """--config, or with --resume DIR the config.yaml of the DIR, a kind
   directory when it holds `marker`."""
-  from orchestrator import run_dir
+  from orchestrator.rundir import layout as run_dir
   if not args.resume:
     return args.config
   if args.config:
@@ -88,10 +83,10 @@ def _config_path(args, kind: str, marker: str):
 
 def _train(args) -> int:
   from orchestrator import config as config_lib
-  from orchestrator import run_dir
+  from orchestrator.rundir import layout as run_dir
   cfg = config_lib.load(_config_path(args, "run", run_dir.CONFIG), args.set)
   _claim_devices(cfg)
-  from orchestrator import trainer
+  from orchestrator.stages import grpo as trainer
   try:
     if args.resume:
       result = trainer.resume(pathlib.Path(args.resume), cfg)
@@ -119,61 +114,8 @@ def reward_table(rows) -> str:
   return "\n".join(lines)
 
 
-def _judge_serve(args) -> int:
-  from judge_server import __main__ as judge_main
-  from judge_server import config as judge_config
-  return judge_main.serve(judge_config.load(args.config, args.set))
-
-
-def _channel(args):
-  """The connection flags of _channel_flags as a ChannelConfig."""
-  from orchestrator import judge_channel
-  return judge_channel.ChannelConfig(
-      token_file=args.token_file, tls=args.tls, ca_file=args.ca_file,
-      cert_file=args.cert_file, key_file=args.key_file,
-      server_name=args.server_name)
-
-
-def _judge_score(args) -> int:
-  from orchestrator import judge_cli
-  return judge_cli.score_file(args.target, args.input, channel=_channel(args))
-
-
-def _judge_validate(args) -> int:
-  judge_cfg = None
-  if args.config:
-    from judge_server import config as judge_config
-    judge_cfg = judge_config.load(args.config, args.set)
-    if judge_cfg.backend.kind == "jax":
-      _cpu_devices(judge_cfg.backend.mesh.size)
-  elif args.set:
-    raise ValueError("--set: overrides fields of --config; with --target "
-                     "the judge's config is the server's")
-  from orchestrator import judge_validate
-  return judge_validate.command(
-      target=args.target, judge_config=judge_cfg, channel=_channel(args),
-      data=args.data, probes=args.probes, n=args.n, seed=args.seed,
-      aggregation=args.aggregation, as_json=args.json)
-
-
-def _judge_import_rar(args) -> int:
-  from judge_server import rar
-  if (args.out is None) == (args.dataset is None):
-    raise ValueError("import-rar: give --out PACK.yaml (one rubric) or "
-                     "--dataset DATA.jsonl (rows with their rubrics)")
-  if args.out is not None:
-    if not args.id:
-      raise ValueError("import-rar: --id: required with --out")
-    print(rar.import_pack(args.input, args.out, args.id, args.version,
-                          args.description))
-  else:
-    print(rar.import_dataset(args.input, args.dataset, args.id_prefix,
-                             args.domain))
-  return 0
-
-
 def _pipeline(args) -> int:
-  from orchestrator import pipeline
+  from orchestrator.stages import pipeline
   cfg = pipeline.load(_config_path(args, "pipeline", pipeline.STAGES),
                       args.set)
   _claim_devices(cfg)
@@ -190,13 +132,15 @@ def _pipeline(args) -> int:
 
 
 def _eval(args) -> int:
-  from orchestrator import evaluate
+  from orchestrator.stages import evaluate
   cfg = evaluate.load(args.config, args.set)
   _claim_devices(cfg)
-  from orchestrator import judge_process, trainer
+  from orchestrator.judge import process as judge_process
+  from orchestrator.judge import target as judge_target
   try:
     report = evaluate.evaluate(cfg)
-  except (trainer.TrainError, judge_process.JudgeProcessError) as e:
+  except (evaluate.EvalError, judge_target.JudgeNotReady,
+          judge_process.JudgeProcessError) as e:
     print(f"grar: error: {e}", file=sys.stderr)
     return 1
   print(f"\n{evaluate.table(report.summaries)}\n\nper-answer rows: "
@@ -206,7 +150,7 @@ def _eval(args) -> int:
 
 
 def _export(args) -> int:
-  from orchestrator import pipeline
+  from orchestrator.stages import pipeline
   from policy_worker import export
   run = pipeline.trained(pathlib.Path(args.run_dir))
   print(export.export(run.model, run.checkpoint, run.alpha,
@@ -215,7 +159,7 @@ def _export(args) -> int:
 
 
 def _inspect(args) -> int:
-  from orchestrator import inspect_run
+  from orchestrator.rundir import inspect_run
   return inspect_run.inspect(args.run_dir, sys.stdout, args.samples)
 
 
@@ -230,13 +174,36 @@ def _models_prepare(args) -> int:
 
 
 def _data_make(args) -> int:
-  from orchestrator import tasks
+  from orchestrator.data import tasks
   manifest = tasks.make(args.tasks.split(","), args.train, args.heldout,
                         args.seed, args.out, args.option)
   counts = manifest["counts"].values()
   print(f"{args.out}: {sum(c['train'] for c in counts)} train, "
         f"{sum(c['heldout'] for c in counts)} held-out, "
         f"{sum(c['sft'] for c in counts)} SFT rows")
+  return 0
+
+
+# `grar config schema KIND`: the config class each command reads.
+CONFIG_KINDS = {
+    "train": ("orchestrator.config", "RunConfig"),
+    "pipeline": ("orchestrator.stages.pipeline", "PipelineConfig"),
+    "sft": ("orchestrator.stages.sft", "SFTRunConfig"),
+    "simpo": ("orchestrator.stages.simpo", "SimPORunConfig"),
+    "eval": ("orchestrator.stages.evaluate", "EvalConfig"),
+    "judge": ("judge_server.config", "JudgeConfig"),
+}
+
+
+def _config_schema(args) -> int:
+  """The JSON schema of a command's YAML config, from its config class (the
+  field types and defaults; the range checks are the class's own)."""
+  import importlib
+  import json
+  import pydantic
+  module, name = CONFIG_KINDS[args.kind]
+  cls = getattr(importlib.import_module(module), name)
+  print(json.dumps(pydantic.TypeAdapter(cls).json_schema(), indent=2))
   return 0
 
 
@@ -290,75 +257,14 @@ def parser() -> argparse.ArgumentParser:
                    help="best and worst rollouts to show")
   ins.set_defaults(func=_inspect)
 
-  judge = sub.add_parser("judge", help="the judge service").add_subparsers(
-      dest="judge_command", required=True)
-  serve = judge.add_parser("serve", help="run the judge server")
-  with_config(serve, required=False)
-  serve.set_defaults(func=_judge_serve)
+  judge_commands.add(sub, with_config)
 
-  def channel_flags(sp):
-    sp.add_argument("--token-file", default="",
-                    help="file whose first line is the judge's bearer token")
-    sp.add_argument("--tls", action="store_true",
-                    help="TLS with the CAs gRPC ships")
-    sp.add_argument("--ca-file", default="",
-                    help="TLS, trusting this CA for the judge's certificate")
-    sp.add_argument("--cert-file", default="",
-                    help="client certificate (mutual TLS), with --key-file")
-    sp.add_argument("--key-file", default="", help="client key")
-    sp.add_argument("--server-name", default="",
-                    help="name to check the judge's certificate against")
-
-  score = judge.add_parser("score", help="score a JSONL file of rollouts")
-  score.add_argument("--target", required=True, help="HOST:PORT")
-  score.add_argument("--input", required=True, help="rollouts JSONL")
-  channel_flags(score)
-  score.set_defaults(func=_judge_score)
-  val = judge.add_parser(
-      "validate", help="probe a judge: does it score a correct answer above "
-      "a wrong one, off-topic text, padding, no answer, an injection?")
-  where = val.add_mutually_exclusive_group(required=True)
-  where.add_argument("--target", help="HOST:PORT of a running judge server")
-  where.add_argument("--config", metavar="JUDGE.yaml",
-                     help="a judge server config: that judge, started in "
-                     "this process")
-  val.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a field of --config")
-  rows = val.add_mutually_exclusive_group(required=True)
-  rows.add_argument("--data", metavar="DATASET.jsonl",
-                    help="dataset rows (prompt, answer, rubric): probes are "
-                    "built from --n of them")
-  rows.add_argument("--probes", metavar="PROBES.jsonl",
-                    help="your own probes, every row: {prompt, reference?, "
-                    "completion, label: 0|1} or {prompt, reference?, better, "
-                    "worse}")
-  val.add_argument("--n", type=int, default=50,
-                   help="dataset rows to probe, a seeded choice (--data)")
-  val.add_argument("--seed", type=int, default=0,
-                   help="which rows, and the probes' wrong answers")
-  val.add_argument("--aggregation", choices=["explicit", "implicit"],
-                   help="default: the judge's")
-  val.add_argument("--json", action="store_true",
-                   help="one JSON object on stdout instead of the table")
-  channel_flags(val)
-  val.set_defaults(func=_judge_validate)
-  rar = judge.add_parser(
-      "import-rar", help="convert Rubrics-as-Rewards rubrics to a rubric "
-      "pack or to dataset rows (docs/rubrics.md)")
-  rar.add_argument("input", metavar="IN", help="JSON or JSONL: RaR rubric "
-                   "items, one RaR row, or RaR rows (with --dataset)")
-  rar.add_argument("--out", metavar="PACK.yaml", help="write one rubric pack")
-  rar.add_argument("--id", help="the pack's id (with --out)")
-  rar.add_argument("--version", type=int, default=1,
-                   help="the pack's version (with --out)")
-  rar.add_argument("--description", default="",
-                   help="the pack's description (with --out)")
-  rar.add_argument("--dataset", metavar="DATA.jsonl",
-                   help="write dataset rows with their rubrics inline")
-  rar.add_argument("--id-prefix", default="rar",
-                   help="row ids for rows without one: PREFIX-N")
-  rar.add_argument("--domain", default="", help="the rows' domain")
-  rar.set_defaults(func=_judge_import_rar)
+  config = sub.add_parser("config", help="config files").add_subparsers(
+      dest="config_command", required=True)
+  schema = config.add_parser(
+      "schema", help="print the JSON schema of a command's YAML config")
+  schema.add_argument("kind", choices=sorted(CONFIG_KINDS))
+  schema.set_defaults(func=_config_schema)
 
   data = sub.add_parser("data", help="datasets").add_subparsers(
       dest="data_command", required=True)

@@ -6,7 +6,7 @@ from typing import Literal
 from grar_config import strict
 from grar_config.mesh import MeshShape
 from judge_server.config import JudgeConfig
-from orchestrator.judge_channel import ChannelConfig
+from orchestrator.judge.channel import ChannelConfig
 from grar_config.model import ModelSpec
 
 
@@ -17,19 +17,19 @@ def positive(obj, *names):
       raise ValueError(f"{name}: must be > 0, got {getattr(obj, name)}")
 
 
-@dataclasses.dataclass(frozen=True)
+@strict.config
 class MeshConfig:
   policy: MeshShape = MeshShape(fsdp=1, tp=4)
   judge: MeshShape = MeshShape(fsdp=1, tp=4)
 
 
-@dataclasses.dataclass(frozen=True)
+@strict.config
 class DataConfig:
   path: str = "data/reasoning-sample.jsonl"
   shuffle_seed: int = 0
 
 
-@dataclasses.dataclass(frozen=True)
+@strict.config
 class RolloutConfig:
   num_generations: int = 4
   max_prompt_tokens: int = 512
@@ -46,7 +46,7 @@ class RolloutConfig:
       raise ValueError("top_p: must be in (0, 1]")
 
 
-@dataclasses.dataclass(frozen=True)
+@strict.config
 class GRPOConfig:
   beta: float = 0.04
   epsilon: float = 0.2
@@ -66,7 +66,7 @@ class GRPOConfig:
       raise ValueError("beta: must be >= 0")
 
 
-@dataclasses.dataclass(frozen=True)
+@strict.config
 class RewardsConfig:
   """weights: components of the composite reward and their weights ("judge"
   is the rubric reward); a component with weight 0 is still computed and
@@ -89,12 +89,12 @@ class RewardsConfig:
       raise ValueError("weights: at least one weight must be > 0")
 
 
-@dataclasses.dataclass(frozen=True)
+@strict.config
 class JudgeValidationConfig:
   """The judge check before a run trusts its judge (and before `grar
   eval`): `rows` of the run's examples become probes (a correct answer,
   a wrong one, off-topic text, padding, no answer, a prompt injection; see
-  orchestrator/judge_validate.py), scored by the judge, the table written
+  orchestrator/judge/validate.py), scored by the judge, the table written
   to the run directory. A judge that scores the correct answer above the
   off-topic text in fewer than min_off_topic_accuracy of the rows (ties
   half) cannot see what it grades: on_fail stop ends the run before
@@ -110,7 +110,7 @@ class JudgeValidationConfig:
       raise ValueError("min_off_topic_accuracy: must be in [0, 1]")
 
 
-@dataclasses.dataclass(frozen=True)
+@strict.config
 class JudgeWatchConfig:
   """A watch for reward hacking while training: a warning when the
   correlation of the judge's reward with completion length (per step, over
@@ -125,7 +125,7 @@ class JudgeWatchConfig:
       raise ValueError("length_corr_warn: must be in [-1, 1]")
 
 
-@dataclasses.dataclass(frozen=True)
+@strict.config
 class JudgeRunConfig:
   """Where the judge runs. in-process: on the judge mesh of the trainer's
   process, behind a loopback gRPC server; subprocess: a judge server process
@@ -145,7 +145,7 @@ class JudgeRunConfig:
   validation: JudgeValidationConfig = JudgeValidationConfig()
   watch: JudgeWatchConfig = JudgeWatchConfig()
   server: JudgeConfig = JudgeConfig()
-  # How the trainer connects: token file, TLS files (orchestrator.judge_channel).
+  # How the trainer connects: token file, TLS files (orchestrator.judge.channel).
   client: ChannelConfig = ChannelConfig()
 
   def __post_init__(self):
@@ -157,7 +157,7 @@ class JudgeRunConfig:
                        "(HOST:PORT of a running judge server)")
 
 
-@dataclasses.dataclass(frozen=True)
+@strict.config
 class TrainConfig:
   steps: int = 4
   batch_size: int = 2  # prompts per step; each gets num_generations rollouts
@@ -176,7 +176,7 @@ class TrainConfig:
       raise ValueError("staleness: must be >= 0")
 
 
-@dataclasses.dataclass(frozen=True)
+@strict.config
 class ActorResources:
   """What one Ray actor asks the cluster for, e.g. num_gpus: 1 on GPU nodes
   or resources: {TPU: 4} on TPU VMs."""
@@ -193,7 +193,7 @@ class ActorResources:
         raise ValueError(f"resources.{name}: must be > 0")
 
 
-@dataclasses.dataclass(frozen=True)
+@strict.config
 class RayConfig:
   """Scale-out on a Ray cluster, the trainer being its driver. address: a
   running cluster (HOST:PORT or "auto"); "" starts a local one.
@@ -218,7 +218,7 @@ class RayConfig:
     return bool(self.rollout_workers or self.judge_replicas)
 
 
-@dataclasses.dataclass(frozen=True)
+@strict.config
 class RunConfig:
   model: ModelSpec = ModelSpec()
   mesh: MeshConfig = MeshConfig()

@@ -58,3 +58,12 @@ def process_env(platform: Platform, first: int, count: int,
           "TPU_PROCESS_BOUNDS": "1,1,1",
           "TPU_PROCESS_PORT": str(tpu_port),
           "TPU_PROCESS_ADDRESSES": f"localhost:{tpu_port}"}
+
+
+def ask_cpu_devices(needed: int) -> None:
+  """Asks for `needed` virtual devices should this be a CPU host, unless
+  XLA_FLAGS already sets a count; must run before jax loads."""
+  flags = os.environ.get("XLA_FLAGS", "")
+  if "xla_force_host_platform_device_count" not in flags:
+    os.environ["XLA_FLAGS"] = (
+        f"{flags} --xla_force_host_platform_device_count={needed}".strip())

@@ -8,7 +8,7 @@ change; the alternative is an IndivisibleError or an out-of-memory deep
 inside model construction.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 import math
 
 import jax
@@ -163,3 +163,21 @@ def plan_meshes(
       check_divisible(role, spec, shape)
       check_memory(role, spec, shape, _bytes_limit(mesh.devices.flat))
   return policy_mesh, judge_mesh
+
+
+def plan_for(cfg, devices: Sequence[jax.Device],
+             say: Callable[[str], None] | None = None):
+  """plan_meshes for a run's or an evaluation's config (model, mesh and
+  judge sections): a judge mesh only when the judge runs in this process.
+  say: where to tell the user the split."""
+  judge_shape = cfg.mesh.judge if cfg.judge.placement == "in-process" else None
+  meshes = plan_meshes(
+      devices, cfg.mesh.policy, judge_shape, cfg.model,
+      cfg.judge.server.backend.model if judge_shape else None)
+  if say is not None:
+    where = (f"judge mesh on the next {cfg.mesh.judge.size}" if judge_shape
+             else f"judge {cfg.judge.placement}")
+    say(f"{len(devices)} {devices[0].platform} devices: policy mesh on "
+        f"{cfg.mesh.policy.size} (fsdp={cfg.mesh.policy.fsdp}, "
+        f"tp={cfg.mesh.policy.tp}), {where}")
+  return meshes

@@ -1,6 +1,7 @@
 """Building Gemma-family models on a mesh, and putting LoRA on them."""
 
 import itertools
+import pathlib
 
 from flax import nnx
 import jax
@@ -12,6 +13,7 @@ from tunix.models.gemma3 import model as gemma3
 from tunix.models.gemma3 import params_safetensors as gemma3_params
 
 from grar_config.model import ModelSpec
+from policy_worker import checkpoint
 from policy_worker.tokenizer import ByteTokenizer, HFTokenizer, VOCAB_SIZE
 
 # Every projection of attention and MLP: LoRA's usual targets.
@@ -190,6 +192,23 @@ def apply_lora(model: nnx.Module, mesh: jax.sharding.Mesh, *, rank: int,
         cache=None, attention_mask=jnp.ones((1, 4, 4), bool),
         rngs=nnx.Rngs(seed))
     return _place(lora, mesh)
+
+
+def build_policy(spec: ModelSpec, mesh: jax.sharding.Mesh, *, rank: int,
+                 alpha: float, seed: int,
+                 init_lora: pathlib.Path | None = None):
+  """(model with LoRA adapters, tokenizer): the one way every stage and
+  worker builds a policy. The adapters are fresh, or those of the checkpoint
+  directory `init_lora`; raises ValueError when it holds none, or adapters
+  of another rank or model."""
+  model, tokenizer = build_model(spec, mesh)
+  model = apply_lora(model, mesh, rank=rank, alpha=alpha, seed=seed)
+  if init_lora is not None:
+    init_lora = pathlib.Path(init_lora)
+    if not init_lora.is_dir():
+      raise ValueError(f"no LoRA checkpoint at {init_lora}")
+    checkpoint.restore_lora(init_lora, model)
+  return model, tokenizer
 
 
 def lora_state(model: nnx.Module):

@@ -27,6 +27,11 @@ class Rollouts:
     return (self.completion_tokens != PAD).sum(axis=1)
 
 
+def prompt_length(tokenizer, prompt: str) -> int:
+  """The tokens `prompt` takes in the sampler: its own and BOS."""
+  return len(tokenizer.encode(prompt)) + 1
+
+
 class RolloutGenerator:
   """Samples from the policy on its mesh; `sync` takes new weights."""
 
@@ -43,9 +48,6 @@ class RolloutGenerator:
             cache_size=max_prompt_tokens + max_new_tokens,
             num_layers=cfg.num_layers, num_kv_heads=cfg.num_kv_heads,
             head_dim=cfg.head_dim))
-
-  def prompt_length(self, prompt: str) -> int:
-    return len(self._tok.encode(prompt)) + 1  # + BOS
 
   def sync(self, model) -> None:
     """Points the sampler at the policy's current weights (same mesh)."""

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from grar_config.strict import ConfigError
-from orchestrator import cli, tasks
+from orchestrator import cli
+from orchestrator.data import tasks
 from processes import grar
 
 

@@ -4,7 +4,7 @@ import pathlib
 import pytest
 
 from judge_server.packs import load_packs
-from orchestrator.dataset import DatasetError, Example, load_jsonl
+from orchestrator.data.dataset import DatasetError, Example, load_jsonl
 
 SAMPLE = (pathlib.Path(__file__).resolve().parents[1] / "data"
           / "reasoning-sample.jsonl")

@@ -12,7 +12,10 @@ import yaml
 
 from judge_server import config as judge_config
 from orchestrator import config as run_config
-from orchestrator import evaluate, pipeline, sft_stage, simpo_stage
+from orchestrator.stages import evaluate
+from orchestrator.stages import pipeline
+from orchestrator.stages import sft as sft_stage
+from orchestrator.stages import simpo as simpo_stage
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SCRIPTS = sorted((ROOT / "deploy").rglob("*.sh")) + [ROOT / ".ci" / "run"]
@@ -99,7 +102,8 @@ sys.meta_path.insert(0, NoJax())
 def test_judge_entry_point_and_score_cli_run_without_jax():
   code = _NO_JAX + """
 from judge_server import __main__ as judge_main, config, server
-from orchestrator import judge_cli, judge_client
+from orchestrator.judge import score as judge_cli
+from orchestrator.judge import client as judge_client
 cfg = config.load(None)
 print(sorted(server.load_packs('')))
 """

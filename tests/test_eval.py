@@ -17,8 +17,12 @@ from tensorboardX import SummaryWriter
 
 from judge_server import server as judge_server_lib
 from judge_server import validation
-from orchestrator import cli, dataset, evaluate, inspect_run, metrics, stats
-from orchestrator import run_dir as run_dir_lib
+from orchestrator import cli, stats
+from orchestrator.data import dataset
+from orchestrator.stages import evaluate
+from orchestrator.rundir import inspect_run
+from orchestrator.rundir import metrics
+from orchestrator.rundir import layout as run_dir_lib
 from orchestrator.config import RunConfig
 from policy_worker import models, rollout
 from grar_config.model import ModelSpec

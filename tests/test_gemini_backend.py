@@ -14,7 +14,7 @@ from judge_server import config as config_lib
 from judge_server import server
 from judge_server.backends import gemini
 from grar_config.strict import ConfigError
-from orchestrator.judge_client import JudgeClient, request_from_row
+from orchestrator.judge.client import JudgeClient, request_from_row
 import gemini_standin
 from gemini_standin import (  # noqa: F401 (fixtures)
     KEY_ENV, Fault, backend_config, fresh, standin)

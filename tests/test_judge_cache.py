@@ -15,7 +15,7 @@ from judge_server import server
 from judge_server.backends import gemini
 from judge_server.batching import MicroBatcher
 from grar_config.strict import ConfigError
-from orchestrator.judge_client import JudgeClient, request_from_row
+from orchestrator.judge.client import JudgeClient, request_from_row
 import gemini_standin
 from gemini_standin import (  # noqa: F401 (fixtures)
     Fault, backend_config, fresh, standin)

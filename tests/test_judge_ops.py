@@ -20,7 +20,7 @@ import grpc
 from prometheus_client.parser import text_string_to_metric_families
 import pytest
 
-from orchestrator.judge_client import JudgeClient
+from orchestrator.judge.client import JudgeClient
 from protos import judge_pb2, judge_pb2_grpc
 import gemini_standin
 from gemini_standin import Fault

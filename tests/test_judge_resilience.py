@@ -14,7 +14,7 @@ from judge_server import resilience, server
 from judge_server.backends import gemini, http_judge
 from judge_server.batching import MicroBatcher
 from grar_config.strict import ConfigError
-from orchestrator.judge_client import JudgeClient, request_from_row
+from orchestrator.judge.client import JudgeClient, request_from_row
 from protos import judge_pb2
 import gemini_standin
 from gemini_standin import (  # noqa: F401 (fixtures)

@@ -20,8 +20,8 @@ from judge_server import server
 from grar_config import strict
 from judge_server.backends import openai_compat
 from orchestrator import cli
-from orchestrator.judge_channel import ChannelConfig, ChannelError, create
-from orchestrator.judge_client import JudgeClient, JudgeRequestError
+from orchestrator.judge.channel import ChannelConfig, ChannelError, create
+from orchestrator.judge.client import JudgeClient, JudgeRequestError
 from protos import contract, judge_pb2, judge_pb2_grpc
 import processes
 

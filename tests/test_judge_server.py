@@ -17,8 +17,8 @@ import yaml
 
 from judge_server.packs import load_packs
 from protos.contract import SERVICE_NAME
-from orchestrator import judge_cli
-from orchestrator.judge_client import JudgeClient, JudgeRequestError
+from orchestrator.judge import score as judge_cli
+from orchestrator.judge.client import JudgeClient, JudgeRequestError
 from protos import judge_pb2, judge_pb2_grpc
 import processes
 

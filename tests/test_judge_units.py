@@ -16,7 +16,7 @@ from judge_server.config import JudgeConfig
 from judge_server.parsing import UnparseableScore, parse_score
 from judge_server.packs import load_packs
 from protos.rubric import Rubric, RubricError
-from orchestrator.judge_client import JudgeClient, request_from_row
+from orchestrator.judge.client import JudgeClient, request_from_row
 
 
 def rubric(*criteria) -> Rubric:
@@ -282,7 +282,7 @@ def test_run_in_thread_serves_over_loopback_and_stops():
 
 def test_judge_server_and_judge_client_import_without_jax():
   code = ("import sys, judge_server.server, judge_server.__main__, "
-          "orchestrator.judge_client, orchestrator.judge_cli; "
+          "orchestrator.judge.client, orchestrator.judge.score; "
           "assert 'jax' not in sys.modules, 'jax imported'")
   subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -15,10 +15,13 @@ from judge_server import probes, server, validation
 from judge_server.backends.base import Backend, Judgement
 from judge_server.config import JudgeConfig
 from judge_server.prompts import CLOSE, OPEN
-from orchestrator import cli, judge_validate, judge_watch, metrics, rewards
+from orchestrator import cli, rewards
+from orchestrator.judge import validate as judge_validate
+from orchestrator.judge import watch as judge_watch
+from orchestrator.rundir import metrics
 from orchestrator import config as config_lib
-from orchestrator.dataset import DatasetError
-from orchestrator.judge_client import JudgeClient
+from orchestrator.data.dataset import DatasetError
+from orchestrator.judge.client import JudgeClient
 import processes
 
 TAGS = judge_validate.TAGS
@@ -380,6 +383,6 @@ def test_the_trainer_passes_a_capable_judge_and_watches_it(tmp_path,
 
 
 def test_validating_a_remote_judge_needs_no_jax():
-  code = ("import sys, orchestrator.judge_validate, judge_server.probes, "
+  code = ("import sys, orchestrator.judge.validate, judge_server.probes, "
           "judge_server.validation; assert 'jax' not in sys.modules")
   subprocess.run([sys.executable, "-c", code], check=True)

@@ -7,7 +7,8 @@ import shutil
 import numpy as np
 from flax import traverse_util
 
-from orchestrator import cli, pipeline
+from orchestrator import cli
+from orchestrator.stages import pipeline
 from orchestrator import config as config_lib
 from policy_worker import checkpoint
 

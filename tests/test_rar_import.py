@@ -10,7 +10,8 @@ import pytest
 from judge_server import aggregation, rar, server
 from judge_server.packs import load_pack, load_packs
 from protos.rubric import Rubric
-from orchestrator import cli, dataset
+from orchestrator import cli
+from orchestrator.data import dataset
 
 SAMPLE = pathlib.Path(__file__).resolve().parent / "data" / "rar-sample.jsonl"
 

@@ -19,10 +19,12 @@ import pytest
 import ray
 
 from orchestrator import config as config_lib
-from orchestrator import journal as journal_lib
-from orchestrator import ray_cluster, ray_judges, run_dir as run_dir_lib
-from orchestrator import trainer
-from orchestrator.judge_client import UNAVAILABLE
+from orchestrator.rundir import journal as journal_lib
+from orchestrator.scaleout import cluster as ray_cluster
+from orchestrator.judge import replicas as ray_judges
+from orchestrator.rundir import layout as run_dir_lib
+from orchestrator.stages import grpo as trainer
+from orchestrator.judge.client import UNAVAILABLE
 import processes
 
 STEPS = 3

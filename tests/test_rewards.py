@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from judge_server.packs import load_packs
-from orchestrator import templates
-from orchestrator.dataset import load_jsonl
+from orchestrator.data import templates
+from orchestrator.data.dataset import load_jsonl
 from orchestrator.rewards import (RULE_REWARDS, composite, exact_answer_reward,
                                   group_normalized,
                                   extract_answer, format_reward)

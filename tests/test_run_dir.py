@@ -6,8 +6,9 @@ import pathlib
 import msgpack
 import pytest
 
-from orchestrator import journal, run_dir
-from orchestrator.trainer import batch_for_step
+from orchestrator.rundir import journal
+from orchestrator.rundir import layout as run_dir
+from orchestrator.data.batches import batch_for_step
 
 
 def _new_run(tmp_path) -> pathlib.Path:

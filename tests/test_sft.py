@@ -11,9 +11,11 @@ import jax
 import numpy as np
 import pytest
 
-from orchestrator import metrics, run_dir, sft_stage
-from orchestrator.sft_data import completion
-from orchestrator import templates
+from orchestrator.rundir import metrics
+from orchestrator.rundir import layout as run_dir
+from orchestrator.stages import sft as sft_stage
+from orchestrator.data.sft_rows import completion
+from orchestrator.data import templates
 from policy_worker import checkpoint, models, sft
 from grar_config.model import ModelSpec
 

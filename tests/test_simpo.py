@@ -9,7 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from orchestrator import metrics, run_dir, simpo_stage
+from orchestrator.rundir import metrics
+from orchestrator.rundir import layout as run_dir
+from orchestrator.stages import simpo as simpo_stage
 from policy_worker import simpo
 from grar_config.model import ModelSpec
 

@@ -10,11 +10,13 @@ import pyarrow.parquet
 import pytest
 
 from grar_config.strict import ConfigError
-from orchestrator import cli, sft_stage, simpo_stage
-from orchestrator.dataset import DatasetError
-from orchestrator.preference_data import PreferencePair, load_pairs
+from orchestrator import cli
+from orchestrator.stages import sft as sft_stage
+from orchestrator.stages import simpo as simpo_stage
+from orchestrator.data.dataset import DatasetError
+from orchestrator.data.preference_pairs import PreferencePair, load_pairs
 from orchestrator.rewards import format_reward
-from orchestrator.sft_data import SFTRow, completion, load_sft, split_eval
+from orchestrator.data.sft_rows import SFTRow, completion, load_sft, split_eval
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ROW = {"prompt": "What is 2 + 2?", "reasoning": "2 and 2 make 4.",

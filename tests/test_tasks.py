@@ -14,11 +14,12 @@ import sys
 import pytest
 
 from judge_server.packs import load_packs
-from orchestrator import cli, tasks
-from orchestrator.dataset import DatasetError, load_jsonl
+from orchestrator import cli
+from orchestrator.data import tasks
+from orchestrator.data.dataset import DatasetError, load_jsonl
 from orchestrator.rewards import RULE_REWARDS, answer_reward
-from orchestrator.sft_data import load_sft
-from orchestrator.task_traces import TRACES
+from orchestrator.data.sft_rows import load_sft
+from orchestrator.data.task_traces import TRACES
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--option", "chain_sum.min_terms=2", "--option",
@@ -40,7 +41,7 @@ def _lines(path) -> list[dict]:
 
 def test_importing_tasks_loads_neither_jax_nor_reasoning_gym():
   out = subprocess.run(
-      [sys.executable, "-c", "import sys, orchestrator.tasks, "
+      [sys.executable, "-c", "import sys, orchestrator.data.tasks, "
        "orchestrator.rewards; print(sorted(m for m in ('jax', "
        "'reasoning_gym') if m in sys.modules))"],
       cwd=ROOT, capture_output=True, text=True, check=True)

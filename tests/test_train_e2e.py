@@ -10,7 +10,8 @@ import math
 import numpy as np
 import pytest
 
-from orchestrator import journal, metrics
+from orchestrator.rundir import journal
+from orchestrator.rundir import metrics
 from policy_worker import checkpoint
 from processes import grar
 

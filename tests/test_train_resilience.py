@@ -4,7 +4,9 @@ a judge that never answers stopping the run with a clear message."""
 
 import signal
 
-from orchestrator import journal, metrics, run_dir
+from orchestrator.rundir import journal
+from orchestrator.rundir import metrics
+from orchestrator.rundir import layout as run_dir
 import processes
 
 BATCH, G = 2, 4

@@ -18,7 +18,7 @@ from judge_server import prompts
 from judge_server.backends import openai_compat
 from protos.rubric import Rubric
 from grar_config.strict import ConfigError
-from orchestrator import journal
+from orchestrator.rundir import journal
 import processes
 from protos import judge_pb2, judge_pb2_grpc
 

@@ -1,11 +1,11 @@
 """Generated reasoning tasks (reasoning-gym) and their own verifiers.
 
 A thin, deterministic layer over reasoning_gym's procedural generators:
-rows in the trainer's dataset format (orchestrator/dataset.py) that name
+rows in the trainer's dataset format (orchestrator/data/dataset.py) that name
 their task and carry the generator's metadata, so that the task's verifier
 can grade an answer later (`score_answer`), and `grar data make`, which
 writes training, held-out and SFT files. Worked reasoning for the SFT rows
-comes from orchestrator/task_traces.py (which families have it is listed
+comes from orchestrator/data/task_traces.py (which families have it is listed
 there).
 
 reasoning_gym is imported inside the functions that need it: it takes about
@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from orchestrator import task_traces
+from orchestrator.data import task_traces
 
 RUBRIC_ID = "reference-answer"
 FILES = ("train.jsonl", "heldout.jsonl", "sft.jsonl", "manifest.json")
@@ -220,7 +220,7 @@ def generate(task: str, n: int, seed: int, split: str = "train",
 
 
 def sft_row(row: dict) -> dict | None:
-  """The SFT row (orchestrator/sft_data.py) of a generated row, None when
+  """The SFT row (orchestrator/data/sft_rows.py) of a generated row, None when
   its family or the row has no derivable reasoning."""
   reasoning = task_traces.trace(row["task"], row["metadata"])
   if reasoning is None:

@@ -12,8 +12,8 @@ import json
 import sys
 from typing import TextIO
 
-from orchestrator.judge_channel import ChannelConfig, ChannelError
-from orchestrator.judge_client import (JudgeClient, JudgeRequestError,
+from orchestrator.judge.channel import ChannelConfig, ChannelError
+from orchestrator.judge.client import (JudgeClient, JudgeRequestError,
                                        RowError, request_from_row)
 from protos import judge_pb2
 

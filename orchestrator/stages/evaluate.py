@@ -28,16 +28,17 @@ import yaml
 from judge_server import server as judge_server_lib
 from grar_config import strict
 from judge_server import validation
-from orchestrator import dataset as dataset_lib
-from orchestrator import judge_validate
+from orchestrator.data import dataset as dataset_lib
+from orchestrator.judge import target as judge_target
+from orchestrator.judge import validate as judge_validate
+from orchestrator.judge.requests import judge_requests
 from orchestrator import mesh as mesh_lib
-from orchestrator import pipeline
+from orchestrator.stages import pipeline
 from orchestrator import rewards
 from orchestrator import stats
-from orchestrator import templates
-from orchestrator import trainer
+from orchestrator.data import templates
 from orchestrator.config import DataConfig, JudgeRunConfig, MeshConfig
-from policy_worker import checkpoint, models, rollout
+from policy_worker import models, rollout
 from grar_config.model import ModelSpec
 from protos import judge_pb2
 
@@ -46,7 +47,7 @@ SUMMARY = "summary.json"
 PLOT = "plots/heldout_accuracy.png"
 
 
-@dataclasses.dataclass(frozen=True)
+@strict.config
 class Candidate:
   """name: its column in the table. run: a run directory (`grar train`'s or
   `grar pipeline`'s), whose last checkpoint is evaluated; "" is the base
@@ -59,7 +60,7 @@ class Candidate:
       raise ValueError("name: must not be empty")
 
 
-@dataclasses.dataclass(frozen=True)
+@strict.config
 class EvalConfig:
   model: ModelSpec = ModelSpec()
   mesh: MeshConfig = MeshConfig()
@@ -91,6 +92,14 @@ def load(path, overrides=()) -> EvalConfig:
   return strict.load(EvalConfig, path, overrides)
 
 
+class EvalError(RuntimeError):
+  """An evaluation that cannot go on (its judge failed its check)."""
+
+
+def _say(message: str) -> None:
+  print(f"grar: {message}", file=sys.stderr, flush=True)
+
+
 @dataclasses.dataclass(frozen=True)
 class Report:
   output_dir: pathlib.Path
@@ -114,27 +123,16 @@ def evaluate(cfg: EvalConfig) -> Report:
                        f"{cfg.model.name}")
   packs = judge_server_lib.load_packs(cfg.judge.server.rubric_dir)
   examples = dataset_lib.load_jsonl(cfg.data.path, packs.keys())
-  judge_shape = cfg.mesh.judge if cfg.judge.placement == "in-process" else None
-  policy_mesh, judge_mesh = mesh_lib.plan_meshes(
-      jax.devices(), cfg.mesh.policy, judge_shape, cfg.model,
-      cfg.judge.server.backend.model if judge_shape else None)
+  policy_mesh, judge_mesh = mesh_lib.plan_for(cfg, jax.devices())
   out.mkdir(parents=True, exist_ok=True)
   (out / "config.yaml").write_text(
       yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
   summaries = {}
-  with trainer.judge_target(cfg, judge_mesh, out) as target, \
-      trainer.judge_client(cfg, target) as client, \
+  with judge_target.connected(cfg, judge_mesh, out, _say) as client, \
       open(out / ROWS, "w", encoding="utf-8") as rows_file:
-    try:
-      client.wait_ready(cfg.judge.timeout_s)
-    except TimeoutError as e:
-      raise trainer.TrainError(
-          f"{e}; start the judge server or fix judge.target") from None
     # The numbers a run's start-up check gives, for this judge on this set.
-    judge_validate.check(
-        client, examples, cfg.judge.validation, cfg.judge.aggregation, 0, out,
-        lambda m: print(f"grar: {m}", file=sys.stderr, flush=True),
-        trainer.TrainError)
+    judge_validate.check(client, examples, cfg.judge.validation,
+                         cfg.judge.aggregation, 0, out, _say, EvalError)
     generators = {}
     for candidate in cfg.candidates:
       print(f"grar: evaluating {candidate.name} on {len(examples)} held-out "
@@ -155,11 +153,12 @@ def _answers(cfg: EvalConfig, trained, examples, mesh, client, name: str,
   generators: one RolloutGenerator per model structure (None for the base,
   (rank, alpha) for LoRA), reused by candidates of that structure: a new one
   compiles the sampler again, about a minute on the 270M."""
-  model, tokenizer = models.build_model(cfg.model, mesh)
-  if trained is not None:
-    model = models.apply_lora(model, mesh, rank=trained.rank,
-                              alpha=trained.alpha, seed=0)
-    checkpoint.restore_lora(trained.checkpoint, model)
+  if trained is None:
+    model, tokenizer = models.build_model(cfg.model, mesh)
+  else:
+    model, tokenizer = models.build_policy(
+        cfg.model, mesh, rank=trained.rank, alpha=trained.alpha, seed=0,
+        init_lora=trained.checkpoint)
   structure = None if trained is None else (trained.rank, trained.alpha)
   if structure in generators:
     generators[structure].sync(model)
@@ -169,7 +168,7 @@ def _answers(cfg: EvalConfig, trained, examples, mesh, client, name: str,
         max_new_tokens=cfg.max_new_tokens)
   generator = generators[structure]
   for ex in examples:
-    if (n := generator.prompt_length(templates.render(ex.prompt))
+    if (n := rollout.prompt_length(tokenizer, templates.render(ex.prompt))
         ) > cfg.max_prompt_tokens:
       raise ValueError(f"max_prompt_tokens: {cfg.max_prompt_tokens} is too "
                        f"small for example {ex.id}, which needs {n}")
@@ -185,7 +184,7 @@ def _answers(cfg: EvalConfig, trained, examples, mesh, client, name: str,
       t1 = time.monotonic()
       if pending is not None:
         rows += _rows(name, *pending)
-      requests = trainer.judge_requests(name, batch, texts, 1,
+      requests = judge_requests(name, batch, texts, 1,
                                          cfg.judge.aggregation)
       pending = (batch, texts, lengths, requests,
                  pool.submit(client.score, requests))

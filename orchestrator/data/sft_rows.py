@@ -12,8 +12,8 @@ import os
 
 import numpy as np
 
-from orchestrator import templates
-from orchestrator.dataset import load_table, text_field
+from orchestrator.data import templates
+from orchestrator.data.dataset import load_table, text_field
 
 KEYS = ("id", "prompt", "reasoning", "answer")
 

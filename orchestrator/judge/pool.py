@@ -16,8 +16,8 @@ import sys
 import threading
 import time
 
-from orchestrator import judge_channel
-from orchestrator.judge_client import UNAVAILABLE, JudgeClient
+from orchestrator.judge import channel as judge_channel
+from orchestrator.judge.client import UNAVAILABLE, JudgeClient
 from protos import judge_pb2
 
 _HEALTH_CHECK_S = 5.0

@@ -2,7 +2,7 @@
 
 A replica builds its backend (on its own devices, or in front of an HTTP
 endpoint) and serves on its node's address; the trainer reaches the replicas
-over gRPC through orchestrator.judge_pool, exactly as it reaches any judge.
+over gRPC through orchestrator.judge.pool, exactly as it reaches any judge.
 """
 
 import contextlib
@@ -12,7 +12,7 @@ import ray
 
 from judge_server import server
 from judge_server.config import JudgeConfig
-from orchestrator import ray_cluster
+from orchestrator.scaleout import cluster as ray_cluster
 from orchestrator.config import RunConfig
 
 

@@ -2,11 +2,11 @@
 TLS (mutual TLS with a client certificate), a bearer token on every call,
 and the judge's hint of when to come back after RESOURCE_EXHAUSTED."""
 
-import dataclasses
 import pathlib
 
 import grpc
 
+from grar_config import strict
 from protos.contract import AUTHORIZATION, MAX_MESSAGE_BYTES, RETRY_AFTER_KEY
 
 
@@ -14,7 +14,7 @@ class ChannelError(ValueError):
   """A channel setting that cannot be used; the message names the field."""
 
 
-@dataclasses.dataclass(frozen=True)
+@strict.config
 class ChannelConfig:
   """token_file: a file whose first line is the judge's bearer token; ""
   sends none. TLS is on with ca_file (the CA that signed the judge's

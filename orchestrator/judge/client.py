@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from protos.contract import SERVICE_NAME, rubric_to_proto
 from protos.rubric import Rubric, RubricError
-from orchestrator import judge_channel
+from orchestrator.judge import channel as judge_channel
 from protos import judge_pb2, judge_pb2_grpc
 
 ROW_KEYS = ("prompt", "completion", "reference_answer", "rubric", "rubric_id",

@@ -1,10 +1,12 @@
-"""What the SFT and SimPO stages share: their training fields, the LoRA
-policy on its mesh, the held-out split, batches, the stage directory with
-metrics.csv and a progress line, and the final LoRA checkpoint (GRPO's
-checkpoint layout, so `grar train` can start from it)."""
+"""The one runner of the SFT and SimPO stages, which differ only in what
+they train (an `Objective`): their training fields, the LoRA policy on its
+mesh, the held-out split, batches, the stage directory with metrics.csv and
+a progress line, and the final LoRA checkpoint (GRPO's checkpoint layout, so
+`grar train` can start from it)."""
 
 from collections.abc import Callable, Sequence
 import dataclasses
+import datetime
 import math
 import pathlib
 import sys
@@ -12,16 +14,19 @@ import time
 
 import jax
 
-from orchestrator import metrics as metrics_lib
-from orchestrator import run_dir as run_dir_lib
-from orchestrator.config import positive
-from orchestrator.sft_data import split_eval
-from orchestrator.trainer import batch_for_step
-from policy_worker import checkpoint, models
+from grar_config import strict
+from grar_config.mesh import MeshShape
 from grar_config.model import ModelSpec
+from orchestrator import mesh as mesh_lib
+from orchestrator.config import positive
+from orchestrator.data.batches import batch_for_step
+from orchestrator.data.sft_rows import split_eval
+from orchestrator.rundir import layout as run_dir_lib
+from orchestrator.rundir import metrics as metrics_lib
+from policy_worker import checkpoint, models
 
 
-@dataclasses.dataclass(frozen=True)
+@strict.config
 class StageConfig:
   """data: the training rows; eval_data: held-out rows ("" holds out
   eval_fraction of data). Held-out rows are evaluated in whole batches
@@ -112,17 +117,6 @@ def eval_batches(held: list, batch_size: int, collate: Callable) -> list:
           for i in range(0, len(held), batch_size)]
 
 
-def policy(spec: ModelSpec, mesh: jax.sharding.Mesh, cfg: StageConfig,
-           init_lora: pathlib.Path | None):
-  """(model with LoRA, tokenizer); the adapters from init_lora if given."""
-  model, tokenizer = models.build_model(spec, mesh)
-  model = models.apply_lora(model, mesh, rank=cfg.lora_rank,
-                            alpha=cfg.lora_alpha, seed=cfg.seed)
-  if init_lora is not None:
-    checkpoint.restore_lora(pathlib.Path(init_lora), model)
-  return model, tokenizer
-
-
 def create_dir(out_dir: pathlib.Path, spec: ModelSpec,
                mesh: jax.sharding.Mesh, section: str, cfg: StageConfig,
                init_lora: pathlib.Path | None) -> pathlib.Path:
@@ -173,3 +167,82 @@ def save_final(run_dir: pathlib.Path, step: int, model,
   checkpoint.save(directory, model, optimizer)
   run_dir_lib.write_manifest(run_dir, run_dir_lib.Manifest(step, 0))
   return directory
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  """What a stage trains, as the runner needs it.
+
+  name: the config section and the progress line's label; columns: its
+  metrics.csv columns (shown: those on the progress line); load(path): the
+  rows of a data file; encode(tokenizer, cfg, rows, where): the encoded
+  items, refusing those over cfg.max_tokens (see encode_all);
+  collate(tokenizer, items): the function that makes a batch of items, for
+  every item of the run (train and held out) so one shape compiles once;
+  make_trainer(model, cfg, tokenizer, emit): the tunix trainer.
+  """
+  name: str
+  columns: Sequence[str]
+  shown: Sequence[str]
+  load: Callable[[str], list]
+  encode: Callable
+  collate: Callable
+  make_trainer: Callable
+
+
+def run_stage(objective: Objective, cfg: StageConfig, spec: ModelSpec,
+              mesh: jax.sharding.Mesh, out_dir: pathlib.Path,
+              init_lora: pathlib.Path | None = None) -> pathlib.Path:
+  """Trains LoRA adapters of `spec` on `mesh` for cfg.steps steps in a new
+  directory `out_dir`; returns the final checkpoint directory
+  (out_dir/checkpoints/step_N), which policy_worker.checkpoint.restore_lora
+  reads. Raises DatasetError / ValueError for bad data or config, and
+  run_dir.RunDirError when out_dir is not empty."""
+  rows, eval_rows = read(cfg, objective.load)
+  model, tokenizer = models.build_policy(
+      spec, mesh, rank=cfg.lora_rank, alpha=cfg.lora_alpha, seed=cfg.seed,
+      init_lora=init_lora)
+  train, held = train_eval(
+      cfg, rows, eval_rows,
+      lambda items, where: objective.encode(tokenizer, cfg, items, where))
+  # Created once the data is known good, so a retry finds it free.
+  run_dir = create_dir(out_dir, spec, mesh, objective.name, cfg, init_lora)
+  collate = objective.collate(tokenizer, train + held)
+  metrics = StageMetrics(run_dir, objective.name, objective.columns,
+                         objective.shown, cfg.steps)
+  try:
+    with jax.set_mesh(mesh):
+      trainer = objective.make_trainer(model, cfg, tokenizer, metrics.emit)
+      trainer.train(train_batches(train, cfg, collate),
+                    eval_batches(held, cfg.batch_size, collate))
+  finally:
+    metrics.close()
+  return save_final(run_dir, cfg.steps, model, trainer.optimizer)
+
+
+def run_config(objective: Objective, section: type) -> type:
+  """The config of `grar NAME --config`, the stage alone: model; mesh, the
+  policy's devices; NAME, the stage's section; init_lora, a LoRA checkpoint
+  to start from ("" for fresh adapters); output_dir; run_name (default: a
+  timestamp and "-NAME")."""
+  return strict.config(dataclasses.make_dataclass(
+      f"{objective.name.upper()}RunConfig", [
+          ("model", ModelSpec, dataclasses.field(default=ModelSpec())),
+          ("mesh", MeshShape,
+           dataclasses.field(default=MeshShape(fsdp=1, tp=4))),
+          (objective.name, section, dataclasses.field(default=section())),
+          ("init_lora", str, ""), ("output_dir", str, "runs"),
+          ("run_name", str, "")], frozen=True))
+
+
+def run_alone(objective: Objective, cfg) -> pathlib.Path:
+  """`grar sft` / `grar simpo` with a run_config(objective) config: plans
+  the mesh on this process's devices and runs the stage in
+  output_dir/run_name."""
+  policy_mesh, _ = mesh_lib.plan_meshes(jax.devices(), cfg.mesh, None,
+                                        cfg.model)
+  name = (cfg.run_name or datetime.datetime.now().strftime("%Y%m%d-%H%M%S-")
+          + objective.name)
+  return run_stage(objective, getattr(cfg, objective.name), cfg.model,
+                   policy_mesh, pathlib.Path(cfg.output_dir) / name,
+                   pathlib.Path(cfg.init_lora) if cfg.init_lora else None)

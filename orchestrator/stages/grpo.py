@@ -16,7 +16,6 @@ functions of (seed, step), so a resumed run sees the same data.
 
 import collections
 import concurrent.futures
-import contextlib
 import dataclasses
 import pathlib
 import sys
@@ -26,21 +25,22 @@ import jax
 import numpy as np
 import yaml
 
-from judge_server.backends import factory as backend_factory
 from judge_server import server as judge_server_lib
-from orchestrator import dataset as dataset_lib
-from orchestrator import journal as journal_lib
-from orchestrator import judge_client as judge_client_lib
-from orchestrator import judge_pool
-from orchestrator import judge_process
-from orchestrator import judge_validate
-from orchestrator import judge_watch
 from orchestrator import mesh as mesh_lib
-from orchestrator import metrics as metrics_lib
 from orchestrator import rewards as rewards_lib
-from orchestrator import run_dir as run_dir_lib
-from orchestrator import templates
 from orchestrator.config import RunConfig
+from orchestrator.data import dataset as dataset_lib
+from orchestrator.data import templates
+from orchestrator.data.batches import batch_for_step
+from orchestrator.judge import target as judge_target
+from orchestrator.judge.requests import judge_requests
+from orchestrator.judge import validate as judge_validate
+from orchestrator.judge import watch as judge_watch
+from orchestrator.rundir import grpo_records
+from orchestrator.rundir import journal as journal_lib
+from orchestrator.rundir import layout as run_dir_lib
+from orchestrator.rundir import metrics as metrics_lib
+from orchestrator.stages.rollout_source import LocalSampler, RolloutSource
 from policy_worker import checkpoint, grpo, models, rollout
 from policy_worker.advantages import group_advantages
 from protos import judge_pb2
@@ -71,73 +71,6 @@ class _InFlight:
   time_generate: float
 
 
-def batch_for_step(num_examples: int, batch_size: int, seed: int,
-                   step: int) -> list[int]:
-  """Example indices of `step` (1-based): epochs are seeded permutations,
-  each cut into whole batches, so step k's batch never depends on history."""
-  per_epoch = num_examples // batch_size
-  epoch, slot = divmod(step - 1, per_epoch)
-  order = np.random.default_rng([seed, epoch]).permutation(num_examples)
-  return order[slot * batch_size:(slot + 1) * batch_size].tolist()
-
-
-_PLATFORMS = {"cpu": "cpu", "gpu": "gpu", "cuda": "gpu", "tpu": "tpu"}
-
-
-@contextlib.contextmanager
-def judge_target(cfg: RunConfig, judge_mesh, run_dir: pathlib.Path):
-  """Yields the judge's address, starting the judge first unless remote;
-  placement ray: the addresses of its replicas."""
-  if cfg.judge.placement == "remote":
-    yield cfg.judge.target
-    return
-  if cfg.judge.placement == "ray":
-    from orchestrator import ray_judges  # ray only where a run uses it
-    with ray_judges.started(cfg, run_dir.name) as addresses:
-      yield addresses
-    return
-  server_cfg = cfg.judge.server
-  if cfg.judge.placement == "subprocess":
-    backend_cfg = dataclasses.replace(server_cfg.backend, mesh=cfg.mesh.judge)
-    with judge_process.launched(
-        dataclasses.replace(server_cfg, backend=backend_cfg),
-        _PLATFORMS[jax.devices()[0].platform],
-        first_device=cfg.mesh.policy.size, run_dir=run_dir,
-        timeout_s=cfg.judge.startup_timeout_s) as address:
-      yield address
-    return
-  backend = backend_factory.build(server_cfg.backend, judge_mesh)
-  with judge_server_lib.on_loopback(server_cfg, backend) as address:
-    yield address
-
-
-def judge_client(cfg: RunConfig, target):
-  """The client of judge_target's target(s): a pool over Ray replicas."""
-  if cfg.judge.placement == "ray":
-    return judge_pool.JudgePool(target, cfg.judge.timeout_s, cfg.judge.client)
-  return judge_client_lib.JudgeClient(target, cfg.judge.timeout_s,
-                                      cfg.judge.client)
-
-
-def judge_requests(step, batch, texts, num_generations, aggregation):
-  """A ScoreRequest per completion: texts[i] answers example
-  batch[i // num_generations]."""
-  requests = []
-  for i, text in enumerate(texts):
-    ex = batch[i // num_generations]
-    requests.append(judge_validate.request_for(
-        ex, text, f"s{step}-{ex.id}-g{i % num_generations}", aggregation))
-  return requests
-
-
-def _summary(name: str, values: np.ndarray) -> dict[str, float]:
-  finite = values[~np.isnan(values)]
-  if not finite.size:
-    return {f"{name}_mean": float("nan"), f"{name}_std": float("nan")}
-  return {f"{name}_mean": float(finite.mean()),
-          f"{name}_std": float(finite.std())}
-
-
 def _compose(components, cfg: RunConfig) -> np.ndarray:
   weights = {k: w for k, w in cfg.rewards.weights.items() if w}
   if cfg.rewards.mode == "group_normalized":
@@ -146,18 +79,33 @@ def _compose(components, cfg: RunConfig) -> np.ndarray:
   return rewards_lib.composite(components, weights)
 
 
-def _init_lora(model, directory: pathlib.Path) -> None:
-  if not directory.is_dir():
-    raise TrainError(f"grpo.init_from: no LoRA checkpoint at {directory}")
+def _policy(cfg: RunConfig, mesh, init_from: str):
+  """The policy with LoRA from grpo.init_from (or fresh), and its tokenizer."""
   try:
-    checkpoint.restore_lora(directory, model)
+    return models.build_policy(
+        cfg.model, mesh, rank=cfg.grpo.lora_rank, alpha=cfg.grpo.lora_alpha,
+        seed=cfg.train.seed,
+        init_lora=pathlib.Path(init_from) if init_from else None)
   except ValueError as e:
     raise TrainError(f"grpo.init_from: {e}; set grpo.lora_rank to the "
                      "checkpoint's") from None
 
 
+def _rollout_source(cfg: RunConfig, policy, tokenizer, mesh) -> RolloutSource:
+  """Ray rollout workers when the run asks for them, else the policy's own
+  sampler; the trainer then only trains."""
+  if cfg.ray.rollout_workers:
+    from orchestrator.scaleout import rollout_workers
+    return rollout_workers.RolloutPool(cfg, cfg.ray.rollout_workers,
+                                       tokenizer.pad_id())
+  return LocalSampler(rollout.RolloutGenerator(
+      policy, tokenizer, mesh, max_prompt_tokens=cfg.rollout.max_prompt_tokens,
+      max_new_tokens=cfg.rollout.max_new_tokens))
+
+
 class _Trainer:
-  """The models, the judge connection and the run directory of one run."""
+  """The models, the rollout source, the judge connection and the run
+  directory of one run."""
 
   def __init__(self, cfg: RunConfig, run_dir: pathlib.Path, examples,
                policy_mesh, client, pool):
@@ -166,30 +114,16 @@ class _Trainer:
     self.examples = examples
     self.client = client
     self.pool = pool
-    self.reference, self.tokenizer = models.build_model(cfg.model, policy_mesh)
-    policy, _ = models.build_model(cfg.model, policy_mesh)
-    self.policy = models.apply_lora(
-        policy, policy_mesh, rank=cfg.grpo.lora_rank,
-        alpha=cfg.grpo.lora_alpha, seed=cfg.train.seed)
+    self.policy, self.tokenizer = _policy(cfg, policy_mesh, cfg.grpo.init_from)
+    # The reference is the policy at step 0: the base, or the base with the
+    # warm start's adapters.
     if cfg.grpo.init_from:
-      self.reference = models.apply_lora(
-          self.reference, policy_mesh, rank=cfg.grpo.lora_rank,
-          alpha=cfg.grpo.lora_alpha, seed=cfg.train.seed)
-      for model in (self.policy, self.reference):
-        _init_lora(model, pathlib.Path(cfg.grpo.init_from))
-    self.generator = rollout.RolloutGenerator(
-        self.policy, self.tokenizer, policy_mesh,
-        max_prompt_tokens=cfg.rollout.max_prompt_tokens,
-        max_new_tokens=cfg.rollout.max_new_tokens)
-    # With Ray rollout workers the trainer only trains; they generate.
-    self.workers = None
-    if cfg.ray.rollout_workers:
-      from orchestrator import ray_workers
-      self.workers = ray_workers.RolloutPool(
-          cfg, cfg.ray.rollout_workers, self.tokenizer.pad_id())
+      self.reference, _ = _policy(cfg, policy_mesh, cfg.grpo.init_from)
+    else:
+      self.reference, _ = models.build_model(cfg.model, policy_mesh)
     self.prompts = {ex.id: templates.render(ex.prompt) for ex in examples}
     too_long = {i: n for i, p in self.prompts.items()
-                if (n := self.generator.prompt_length(p))
+                if (n := rollout.prompt_length(self.tokenizer, p))
                 > cfg.rollout.max_prompt_tokens}
     if too_long:
       first = next(iter(too_long))
@@ -197,6 +131,8 @@ class _Trainer:
           f"rollout.max_prompt_tokens={cfg.rollout.max_prompt_tokens} is too "
           f"small: example {first} needs {too_long[first]} tokens "
           f"({len(too_long)} examples too long)")
+    self.source = _rollout_source(cfg, self.policy, self.tokenizer,
+                                  policy_mesh)
     self.updater = grpo.GRPOUpdater(
         self.policy, self.reference, policy_mesh, self.tokenizer.pad_id(),
         self.tokenizer.eos_id(),
@@ -206,14 +142,10 @@ class _Trainer:
             max_grad_norm=cfg.grpo.max_grad_norm,
             temperature=cfg.rollout.temperature))
     self.version = 0
-    self._publish()
+    self.source.publish(self.version, self.policy)
     self.unscorable_streak = 0
     self.length_watch = judge_watch.LengthWatch(
         cfg.judge.watch.length_corr_warn, cfg.judge.watch.patience)
-
-  def _publish(self) -> None:
-    if self.workers:
-      self.workers.publish(self.version, self.policy)
 
   def produce(self, step: int) -> _InFlight:
     """Generates step's batch and hands it to the judge; returns at once
@@ -223,18 +155,13 @@ class _Trainer:
     batch = [self.examples[i] for i in batch_for_step(
         len(self.examples), cfg.train.batch_size, cfg.data.shuffle_seed,
         step)]
-    prompts = [self.prompts[ex.id] for ex in batch]
-    sampling = {"temperature": cfg.rollout.temperature,
-                "top_p": cfg.rollout.top_p,
-                "seed": cfg.train.seed * 1_000_003 + step}
-    if self.workers:
-      rolls, versions = self.workers.generate(prompts, G, **sampling)
-    else:
-      rolls = self.generator.generate(prompts, G, **sampling)
-      versions = np.full(len(rolls.texts), self.version)
+    rolls, versions = self.source.generate(
+        [self.prompts[ex.id] for ex in batch], G,
+        temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
+        seed=cfg.train.seed * 1_000_003 + step)
     time_generate = time.monotonic() - t0
     requests = judge_requests(step, batch, rolls.texts, G,
-                               cfg.judge.aggregation)
+                              cfg.judge.aggregation)
     judged = self.pool.submit(self.client.score, requests)
     owners = [batch[i // G] for i in range(len(rolls.texts))]
     components = {
@@ -265,54 +192,21 @@ class _Trainer:
     advantages, valid = group_advantages(reward, G)
     update = self.updater.step(item.rollouts, advantages, valid,
                                item.ref_logps, item.old_logps)
-    self.generator.sync(self.policy)
     self.version += 1
-    self._publish()
+    self.source.publish(self.version, self.policy)
     t2 = time.monotonic()
 
     lengths = item.rollouts.completion_lengths
-    owners = [item.batch[i // G] for i in range(len(results))]
-    journal.append([
-        {"step": item.step, "rollout_id": req.rollout_id,
-         "example_id": ex.id, "prompt": ex.prompt, "completion": text,
-         "completion_tokens": int(n),
-         "rewards": {k: float(v[i]) for k, v in components.items()},
-         "reward": float(reward[i]), "advantage": float(advantages[i]),
-         "judge_status": judge_pb2.Status.Name(res.status),
-         "judge_reason": res.reason, "judge_latency_ms": res.latency_ms,
-         "judge_criteria": [[c.index, c.score] for c in res.criteria],
-         "policy_version": int(item.versions[i]),
-         "staleness": int(staleness[i])}
-        for i, (req, ex, text, n, res) in enumerate(zip(
-            item.requests, owners, item.rollouts.texts, lengths, results))])
-    latencies = np.array([r.latency_ms for r, ok in zip(results, scored) if ok])
-    groups = reward.reshape(-1, G)
-    row = {"step": item.step, **_summary("reward", reward)}
-    for name, values in components.items():
-      row.update(_summary(name, values))
-    row.update({
-        "judge_scored": int(scored.sum()),
-        "judge_unscorable": int((~scored).sum()),
-        "unscorable_rate": float((~scored).mean()),
-        "masked_rollouts": int((~valid).sum()),
-        "dropped_groups": int((~valid.reshape(-1, G)).all(axis=1).sum()),
-        "zero_spread_groups": _zero_spread(groups),
-        "judge_latency_p50_ms": float(np.percentile(latencies, 50))
-                                if latencies.size else float("nan"),
-        "judge_latency_p99_ms": float(np.percentile(latencies, 99))
-                                if latencies.size else float("nan"),
-        "judge_retries": self.client.retries,
-        "completion_len_mean": float(lengths.mean()),
-        **judge_watch.step_metrics(components["judge"], components["answer"],
-                                   lengths),
-        "tokens_per_s": float(lengths.sum() / item.time_generate),
-        **update,
-        "staleness": int(staleness.max()),
-        "stale_dropped": int(stale.sum()),
-        "time_generate": item.time_generate,
-        "time_judge_wait": t1 - t0, "time_train": t2 - t1,
-        "time_step": time.monotonic() - t_start})
-    return row
+    journal.append(grpo_records.journal_rows(
+        item.step, item.requests, [item.batch[i // G] for i in
+                                   range(len(results))],
+        item.rollouts.texts, lengths, results, components, reward,
+        advantages, item.versions, staleness))
+    return grpo_records.metrics_row(
+        item.step, G, results, scored, components, reward, valid, lengths,
+        staleness, stale, self.client.retries, update,
+        {"time_generate": item.time_generate, "time_judge_wait": t1 - t0,
+         "time_train": t2 - t1, "time_step": time.monotonic() - t_start})
 
   def check_unscorable(self, row) -> None:
     """Stops the run when the judge keeps failing; the step is logged first."""
@@ -336,16 +230,8 @@ class _Trainer:
   def restore(self, manifest: run_dir_lib.Manifest) -> None:
     checkpoint.restore(run_dir_lib.checkpoint_dir(self.run_dir, manifest.step),
                        self.policy, self.updater.optimizer)
-    self.generator.sync(self.policy)
     self.version = manifest.step
-    self._publish()
-
-
-def _zero_spread(groups: np.ndarray) -> float:
-  """Fraction of groups [N, G] whose scored rewards are all equal (no
-  learning signal); a fully unscorable group is dropped, not zero-spread."""
-  live = groups[~np.isnan(groups).all(axis=1)]
-  return float(np.sum(np.nanstd(live, axis=1) == 0) / len(groups))
+    self.source.publish(self.version, self.policy)
 
 
 def _say(message: str) -> None:
@@ -366,7 +252,7 @@ def resume(run_dir: pathlib.Path, cfg: RunConfig) -> RunResult:
 def _run(cfg: RunConfig, resume_dir: pathlib.Path | None) -> RunResult:
   if not cfg.ray.used:
     return _run_connected(cfg, resume_dir)
-  from orchestrator import ray_cluster
+  from orchestrator.scaleout import cluster as ray_cluster
   # Joined before jax starts its threads: a local cluster's processes fork.
   with ray_cluster.connected(cfg.ray):
     return _run_connected(cfg, resume_dir)
@@ -379,16 +265,7 @@ def _run_connected(cfg: RunConfig,
   if len(examples) < cfg.train.batch_size:
     raise TrainError(f"data.path: {len(examples)} examples, fewer than "
                      f"train.batch_size={cfg.train.batch_size}")
-  judge_shape = cfg.mesh.judge if cfg.judge.placement == "in-process" else None
-  devs = jax.devices()
-  policy_mesh, judge_mesh = mesh_lib.plan_meshes(
-      devs, cfg.mesh.policy, judge_shape, cfg.model,
-      cfg.judge.server.backend.model if judge_shape else None)
-  where = (f"judge mesh on the next {cfg.mesh.judge.size}" if judge_shape
-           else f"judge {cfg.judge.placement}")
-  _say(f"{len(devs)} {devs[0].platform} devices: policy mesh on "
-       f"{cfg.mesh.policy.size} (fsdp={cfg.mesh.policy.fsdp}, "
-       f"tp={cfg.mesh.policy.tp}), {where}")
+  policy_mesh, judge_mesh = mesh_lib.plan_for(cfg, jax.devices(), _say)
 
   if resume_dir is None:
     run_dir = run_dir_lib.create(cfg.output_dir, cfg.run_name,
@@ -402,15 +279,7 @@ def _run_connected(cfg: RunConfig,
         yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
   first = (manifest.step if manifest else 0) + 1
   rows = []
-  t0 = time.monotonic()
-  with judge_target(cfg, judge_mesh, run_dir) as target, \
-      judge_client(cfg, target) as client:
-    try:
-      client.wait_ready(cfg.judge.timeout_s)
-    except TimeoutError as e:
-      raise TrainError(f"{e}; start the judge server or fix judge.target"
-                       ) from None
-    _say(f"judge ready at {target} ({time.monotonic() - t0:.0f} s)")
+  with judge_target.connected(cfg, judge_mesh, run_dir, _say) as client:
     # Before the policy loads: a blind judge stops the run in seconds.
     judge_validate.check(client, examples, cfg.judge.validation,
                          cfg.judge.aggregation, cfg.train.seed, run_dir, _say,
@@ -449,8 +318,7 @@ def _run_connected(cfg: RunConfig,
     finally:
       # A failed run must not wait out the judge calls still in flight.
       pool.shutdown(wait=False, cancel_futures=True)
-      if trainer.workers:
-        trainer.workers.close()
+      trainer.source.close()
       journal.close()
       metrics.close()
   return RunResult(run_dir, rows)

@@ -13,8 +13,9 @@ import numpy as np
 import ray
 
 from orchestrator import mesh as mesh_lib
-from orchestrator import ray_cluster
+from orchestrator.scaleout import cluster as ray_cluster
 from orchestrator.config import RunConfig
+from orchestrator.stages.rollout_source import RolloutSource
 from policy_worker import models, rollout
 
 
@@ -38,9 +39,8 @@ class RolloutWorker:
   def __init__(self, cfg: RunConfig):
     mesh, _ = mesh_lib.plan_meshes(jax.devices(), cfg.mesh.policy, None,
                                    cfg.model)
-    base, tokenizer = models.build_model(cfg.model, mesh)
-    self._policy = models.apply_lora(
-        base, mesh, rank=cfg.grpo.lora_rank, alpha=cfg.grpo.lora_alpha,
+    self._policy, tokenizer = models.build_policy(
+        cfg.model, mesh, rank=cfg.grpo.lora_rank, alpha=cfg.grpo.lora_alpha,
         seed=cfg.train.seed)
     self._generator = rollout.RolloutGenerator(
         self._policy, tokenizer, mesh,
@@ -71,7 +71,7 @@ def _left_pad(tokens: np.ndarray, width: int, pad: int) -> np.ndarray:
                 constant_values=pad)
 
 
-class RolloutPool:
+class RolloutPool(RolloutSource):
   """`workers` RolloutWorker actors; the driver's side of them."""
 
   def __init__(self, cfg: RunConfig, workers: int, pad_id: int):
@@ -94,8 +94,8 @@ class RolloutPool:
   def generate(self, prompts: list[str], num_generations: int, *,
                temperature: float, top_p: float, seed: int
                ) -> tuple[rollout.Rollouts, np.ndarray]:
-    """Rollouts of all prompts (grouped as rollout.Rollouts says) and the
-    policy version of each, from the latest published weights."""
+    """From the latest published weights, split over the workers in whole
+    groups."""
     if self._weights is None:
       raise RuntimeError("publish weights before generating")
     version, ref = self._weights

@@ -25,10 +25,11 @@ from collections.abc import Callable, Collection, Sequence
 from judge_server import probes as probes_lib
 from judge_server import validation
 from judge_server.config import JudgeConfig
-from orchestrator import dataset as dataset_lib
-from orchestrator import templates
-from orchestrator.judge_channel import ChannelConfig
-from orchestrator.judge_client import JudgeClient, request_from_row
+from orchestrator.data import dataset as dataset_lib
+from orchestrator.data import templates
+from orchestrator.judge.channel import ChannelConfig
+from orchestrator.judge.client import JudgeClient
+from orchestrator.judge.requests import request_for
 from protos import judge_pb2
 
 REPORT = "judge_validation.json"
@@ -41,21 +42,6 @@ TAGS = probes_lib.Tags(templates.REASONING_START, templates.REASONING_END,
 # the judge's batcher, and a progress line after each call.
 _CHUNK = 16
 _READY_S = 60.0
-
-
-def request_for(ex: dataset_lib.Example, completion: str, rollout_id: str,
-                aggregation: str | None) -> judge_pb2.ScoreRequest:
-  """The ScoreRequest of `completion` to example `ex`, with its reference
-  answer and rubric; aggregation None leaves it to the server."""
-  row = {"prompt": ex.prompt, "completion": completion,
-         "reference_answer": ex.answer}
-  if aggregation is not None:
-    row["aggregation"] = aggregation
-  if ex.rubric is not None:
-    row["rubric"] = ex.rubric
-  else:
-    row["rubric_id"] = ex.rubric_id
-  return request_from_row(row, rollout_id)
 
 
 def choose(examples: Sequence, n: int, seed: int) -> list:

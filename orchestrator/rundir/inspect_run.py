@@ -12,9 +12,9 @@ matplotlib.use("Agg")  # files only; no display on a TPU VM or in CI
 import matplotlib.pyplot as plt
 import numpy as np
 
-from orchestrator import journal as journal_lib
-from orchestrator import metrics as metrics_lib
-from orchestrator import run_dir as run_dir_lib
+from orchestrator.rundir import journal as journal_lib
+from orchestrator.rundir import metrics as metrics_lib
+from orchestrator.rundir import layout as run_dir_lib
 
 COMPONENTS = ("reward", "format", "answer", "judge")
 TIME_SPLIT = ("time_generate", "time_judge_wait", "time_train")

@@ -28,10 +28,12 @@ import yaml
 
 from grar_config import strict
 from orchestrator import config as config_lib
-from orchestrator import inspect_run
+from orchestrator.rundir import inspect_run
 from orchestrator import mesh as mesh_lib
-from orchestrator import run_dir as run_dir_lib
-from orchestrator import sft_stage, simpo_stage, trainer
+from orchestrator.rundir import layout as run_dir_lib
+from orchestrator.stages import sft as sft_stage
+from orchestrator.stages import simpo as simpo_stage
+from orchestrator.stages import grpo as trainer
 from orchestrator.config import RunConfig
 from grar_config.model import ModelSpec
 
@@ -40,11 +42,11 @@ GRPO = "grpo"
 EVAL = "eval"
 
 
-@dataclasses.dataclass(frozen=True)
+@strict.config
 class HeldOutEval:
   """The evaluation after the stages: every candidate answers each row of
   `data` (a dataset like data.path's, held out from training) greedily;
-  see orchestrator/evaluate.py for what is measured. The judge is the GRPO
+  see orchestrator/stages/evaluate.py for what is measured. The judge is the GRPO
   stage's (judge section)."""
   data: str = ""
   max_new_tokens: int = 64
@@ -57,7 +59,7 @@ class HeldOutEval:
     config_lib.positive(self, "max_new_tokens", "batch_size")
 
 
-@dataclasses.dataclass(frozen=True)
+@strict.config
 class PipelineConfig(RunConfig):
   """A GRPO run config with the stages before it."""
   sft: sft_stage.SFTConfig = sft_stage.SFTConfig()
@@ -193,7 +195,7 @@ def candidates(cfg: PipelineConfig, pipeline_dir: pathlib.Path
 def _evaluate(cfg: PipelineConfig, pipeline_dir: pathlib.Path) -> None:
   # Imported here: evaluate reads run directories with this module's
   # `trained`, so it imports this module.
-  from orchestrator import evaluate
+  from orchestrator.stages import evaluate
   out = pipeline_dir / EVAL
   if out.exists():
     shutil.rmtree(out)  # unrecorded: stopped part way

@@ -8,7 +8,7 @@ One object per line:
   rubric    an inline rubric ({"criteria": [...]}, see protos.rubric)
   rubric_id the id of a known rubric pack
   task      optional non-empty string: the reasoning-gym task that generated
-            the row (orchestrator/tasks.py); its own verifier then grades
+            the row (orchestrator/data/tasks.py); its own verifier then grades
             the answer instead of the exact-answer rule
   metadata  optional JSON object, only with task: the generator's metadata,
             what that verifier needs to re-score an answer

@@ -10,7 +10,7 @@ error, and so is a pair whose two completions are the same.
 import dataclasses
 import os
 
-from orchestrator.dataset import DatasetError, load_table, text_field
+from orchestrator.data.dataset import DatasetError, load_table, text_field
 
 KEYS = ("id", "prompt", "chosen", "rejected")
 

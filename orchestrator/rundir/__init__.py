@@ -1,0 +1,2 @@
+"""A run directory: its layout and resume manifests, the rollout journal,
+metrics, and `grar inspect`."""

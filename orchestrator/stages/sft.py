@@ -1,0 +1,70 @@
+"""`grar sft`: LoRA SFT on reasoning rows, the warm start before GRPO.
+
+The model learns to write `<reasoning>…</reasoning>\n<answer>…</answer>`
+after the reasoning prompt (orchestrator/data/templates.py) that GRPO samples
+with; only completion tokens are targets. The stage directory holds
+config.yaml, metrics.csv (train loss per step, eval loss on held-out rows),
+tensorboard/ and checkpoints/step_N in GRPO's LoRA checkpoint layout.
+"""
+
+import pathlib
+
+import jax
+
+from grar_config import strict
+from grar_config.model import ModelSpec
+from orchestrator.data import templates
+from orchestrator.data.sft_rows import completion, load_sft
+from orchestrator.stages import runner
+from policy_worker import sft
+
+COLUMNS = ("loss", "perplexity", "grad_norm", "eval_loss", "eval_perplexity")
+
+
+@strict.config
+class SFTConfig(runner.StageConfig):
+  """LoRA SFT; see runner.StageConfig for the fields."""
+  data: str = "data/sft-sample.jsonl"
+
+
+def _encode(tokenizer, cfg: SFTConfig, rows, where):
+  return runner.encode_all(
+      rows, lambda r: sft.encode(tokenizer, templates.render(r.prompt),
+                                 completion(r.reasoning, r.answer)),
+      lambda enc: len(enc[0]), cfg.max_tokens, where)
+
+
+def _collate(tokenizer, items):
+  # One sequence length for every batch: one compiled step.
+  length = max(len(ids) for ids, _ in items)
+  pad = tokenizer.pad_id()
+  return lambda batch: sft.batch(batch, length, pad)
+
+
+def _trainer(model, cfg: SFTConfig, tokenizer, emit):
+  return sft.make_trainer(
+      model, learning_rate=cfg.learning_rate, max_grad_norm=cfg.max_grad_norm,
+      eval_every=cfg.eval_interval, pad_id=tokenizer.pad_id(), emit=emit)
+
+
+OBJECTIVE = runner.Objective("sft", COLUMNS, ("loss", "eval_loss"), load_sft,
+                             _encode, _collate, _trainer)
+
+
+def run_sft(cfg: SFTConfig, spec: ModelSpec, mesh: jax.sharding.Mesh,
+            out_dir: pathlib.Path,
+            init_lora: pathlib.Path | None = None) -> pathlib.Path:
+  """The SFT stage in `out_dir`; see runner.run_stage."""
+  return runner.run_stage(OBJECTIVE, cfg, spec, mesh, out_dir, init_lora)
+
+
+SFTRunConfig = runner.run_config(OBJECTIVE, SFTConfig)
+
+
+def load(path, overrides=()) -> SFTRunConfig:
+  return strict.load(SFTRunConfig, path, overrides)
+
+
+def run(cfg: SFTRunConfig) -> pathlib.Path:
+  """The `grar sft` command."""
+  return runner.run_alone(OBJECTIVE, cfg)
