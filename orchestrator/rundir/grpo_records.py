@@ -17,9 +17,14 @@ def journal_rows(step: int, requests: Sequence, owners: Sequence,
                  texts: Sequence[str], lengths: np.ndarray,
                  results: Sequence, components: dict[str, np.ndarray],
                  reward: np.ndarray, advantages: np.ndarray,
-                 versions: np.ndarray, staleness: np.ndarray) -> list[dict]:
+                 versions: np.ndarray, staleness: np.ndarray,
+                 times: tuple[float, float, float, float]) -> list[dict]:
   """owners[i]: the example rollout i answers; results[i]: its judge
-  result (a ScoreResult)."""
+  result (a ScoreResult); times: the unix times the batch's generation
+  began, when it ended (and the batch went to the judge), when the trainer
+  began to wait for its judgements, and when the last arrived. Pipelined,
+  the next batch is generated between the second and the third."""
+  began, generated, waited, judged = times
   return [
       {"step": step, "rollout_id": req.rollout_id,
        "example_id": ex.id, "prompt": ex.prompt, "completion": text,
@@ -30,7 +35,9 @@ def journal_rows(step: int, requests: Sequence, owners: Sequence,
        "judge_reason": res.reason, "judge_latency_ms": res.latency_ms,
        "judge_criteria": [[c.index, c.score] for c in res.criteria],
        "policy_version": int(versions[i]),
-       "staleness": int(staleness[i])}
+       "staleness": int(staleness[i]),
+       "generate_began_at": began, "generated_at": generated,
+       "judge_wait_began_at": waited, "judged_at": judged}
       for i, (req, ex, text, n, res) in enumerate(zip(
           requests, owners, texts, lengths, results))]
 

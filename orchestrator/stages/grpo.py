@@ -63,12 +63,18 @@ class _InFlight:
   batch: list
   rollouts: rollout.Rollouts
   requests: list
-  judged: concurrent.futures.Future
+  judged: concurrent.futures.Future  # (results by rollout id, unix time)
   components: dict[str, np.ndarray]
   ref_logps: jax.Array | None
   old_logps: jax.Array | None
   versions: np.ndarray  # per rollout, the policy version that generated it
   time_generate: float
+  generated_at: tuple[float, float]  # unix times generation began, ended
+
+
+def _score_timed(client, requests) -> tuple[dict, float]:
+  """The judge's results and the unix time the last arrived."""
+  return client.score(requests), time.time()
 
 
 def _compose(components, cfg: RunConfig) -> np.ndarray:
@@ -151,7 +157,7 @@ class _Trainer:
     """Generates step's batch and hands it to the judge; returns at once
     after the policy-side work (rule rewards, log-probs) is done."""
     cfg, G = self.cfg, self.cfg.rollout.num_generations
-    t0 = time.monotonic()
+    t0, began = time.monotonic(), time.time()
     batch = [self.examples[i] for i in batch_for_step(
         len(self.examples), cfg.train.batch_size, cfg.data.shuffle_seed,
         step)]
@@ -162,7 +168,8 @@ class _Trainer:
     time_generate = time.monotonic() - t0
     requests = judge_requests(step, batch, rolls.texts, G,
                               cfg.judge.aggregation)
-    judged = self.pool.submit(self.client.score, requests)
+    generated_at = (began, time.time())
+    judged = self.pool.submit(_score_timed, self.client, requests)
     owners = [batch[i // G] for i in range(len(rolls.texts))]
     components = {
         name: np.array([fn(text, ex) for text, ex in zip(rolls.texts, owners)])
@@ -171,13 +178,14 @@ class _Trainer:
     old_logps = (self.updater.policy_logps(rolls) if cfg.train.staleness
                  else None)
     return _InFlight(step, batch, rolls, requests, judged, components,
-                     ref_logps, old_logps, versions, time_generate)
+                     ref_logps, old_logps, versions, time_generate,
+                     generated_at)
 
   def train_on(self, item: _InFlight, journal, t_start: float) -> dict:
     """Waits for the batch's judgements, updates the policy, logs the step."""
     cfg, G = self.cfg, self.cfg.rollout.num_generations
-    t0 = time.monotonic()
-    by_id = item.judged.result()
+    t0, waited_at = time.monotonic(), time.time()
+    by_id, judged_at = item.judged.result()
     t1 = time.monotonic()
     results = [by_id[r.rollout_id] for r in item.requests]
     scored = np.array([r.status == judge_pb2.SCORED for r in results])
@@ -201,7 +209,8 @@ class _Trainer:
         item.step, item.requests, [item.batch[i // G] for i in
                                    range(len(results))],
         item.rollouts.texts, lengths, results, components, reward,
-        advantages, item.versions, staleness))
+        advantages, item.versions, staleness,
+        (*item.generated_at, waited_at, judged_at)))
     return grpo_records.metrics_row(
         item.step, G, results, scored, components, reward, valid, lengths,
         staleness, stale, self.client.retries, update,
