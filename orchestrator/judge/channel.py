@@ -3,6 +3,7 @@ TLS (mutual TLS with a client certificate), a bearer token on every call,
 and the judge's hint of when to come back after RESOURCE_EXHAUSTED."""
 
 import pathlib
+import time
 
 import grpc
 
@@ -126,3 +127,22 @@ def retry_after_s(error: grpc.RpcError) -> float:
       except ValueError:
         return 0.0
   return 0.0
+
+
+class Resends:
+  """The deadline of one score() call and the pauses between its re-sends:
+  doubling from 0.2 s up to 5 s, or what the judge asked for, never past
+  the deadline. The client and the replica pool re-send the same way."""
+  FIRST_S, MAX_S = 0.2, 5.0
+
+  def __init__(self, timeout_s: float):
+    self.deadline = time.monotonic() + timeout_s
+    self._next = self.FIRST_S
+
+  def left(self) -> float:
+    return self.deadline - time.monotonic()
+
+  def pause(self, asked_s: float = 0.0) -> None:
+    """Sleeps before the next re-send: asked_s when the judge said so."""
+    time.sleep(min(asked_s or self._next, max(self.left(), 0)))
+    self._next = min(self._next * 2, self.MAX_S)

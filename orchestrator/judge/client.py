@@ -90,8 +90,6 @@ _TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
               grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED,
               grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN,
               grpc.StatusCode.ABORTED)
-_FIRST_BACKOFF_S = 0.2
-_MAX_BACKOFF_S = 5.0
 
 
 # The reason of a result the judge never gave (the client made it up).
@@ -132,16 +130,15 @@ class JudgeClient:
     ids = [r.rollout_id for r in requests]
     if len(set(ids)) != len(ids):
       raise ValueError("rollout ids must be unique within one score() call")
-    deadline = time.monotonic() + self._timeout_s
+    resends = judge_channel.Resends(self._timeout_s)
     results: dict[str, judge_pb2.ScoreResult] = {}
     why = "the stream ended without this result"
-    backoff = _FIRST_BACKOFF_S
     while True:
       missing = [r for r in requests if r.rollout_id not in results]
-      left = deadline - time.monotonic()
+      left = resends.left()
       if not missing or left <= 0:
         break
-      pause = backoff
+      asked = 0.0
       try:
         for result in self._stub.Score(iter(missing), timeout=left):
           results[result.rollout_id] = result
@@ -156,12 +153,11 @@ class JudgeClient:
             and not self._retry_unreachable):
           break
         # An overloaded judge says when to come back.
-        pause = judge_channel.retry_after_s(e) or backoff
+        asked = judge_channel.retry_after_s(e)
       if len(results) == len(ids):
         break
       self.retries += 1
-      time.sleep(min(pause, max(deadline - time.monotonic(), 0)))
-      backoff = min(backoff * 2, _MAX_BACKOFF_S)
+      resends.pause(asked)
     return {i: results[i] if i in results else _unavailable(i, why)
             for i in ids}
 

@@ -14,15 +14,12 @@ import concurrent.futures
 import dataclasses
 import sys
 import threading
-import time
 
 from orchestrator.judge import channel as judge_channel
 from orchestrator.judge.client import UNAVAILABLE, JudgeClient
 from protos import judge_pb2
 
 _HEALTH_CHECK_S = 5.0
-# Between re-sends, in case what failed was not the replica but the network.
-_FIRST_BACKOFF_S, _MAX_BACKOFF_S = 0.2, 5.0
 
 
 @dataclasses.dataclass(eq=False)
@@ -92,18 +89,19 @@ class JudgePool:
     ids = [r.rollout_id for r in requests]
     if len(set(ids)) != len(ids):
       raise ValueError("rollout ids must be unique within one score() call")
-    deadline = time.monotonic() + self._timeout_s
+    resends = judge_channel.Resends(self._timeout_s)
     results: dict[str, judge_pb2.ScoreResult] = {}
     pending = list(requests)
     why = f"{UNAVAILABLE}no judge replica is alive"
-    backoff = 0.0
-    while pending and time.monotonic() < deadline and any(
+    first = True
+    while pending and resends.left() > 0 and any(
         r.alive for r in self._replicas):
-      if backoff:
+      if not first:
+        # In case what failed was not the replica but the network.
         with self._lock:
           self._resends += 1
-        time.sleep(min(backoff, max(deadline - time.monotonic(), 0)))
-      backoff = min(max(2 * backoff, _FIRST_BACKOFF_S), _MAX_BACKOFF_S)
+        resends.pause()
+      first = False
       shares = self._assign(pending)
       if not shares:  # the last replica was lost by another call meanwhile
         break
