@@ -72,13 +72,24 @@ class RewardsConfig:
   is the rubric reward); a component with weight 0 is still computed and
   logged. mode: weighted_sum adds the raw components; group_normalized
   standardises each component within its prompt's group first (GDPO), so a
-  component with a small spread is not drowned by one with a large spread."""
+  component with a small spread is not drowned by one with a large spread.
+  "relevance" (orchestrator/relevance.py) is always computed and logged,
+  trained on only when given a weight: TF-IDF cosine of the reasoning with
+  the question and reference, times min(1, relevance_max_tokens / its
+  length in words) and its distinct word n-grams over its n-grams (n =
+  relevance_repeat_ngram; 0 measures no repetition)."""
   weights: dict[str, float] = dataclasses.field(
       default_factory=lambda: {"format": 0.2, "answer": 0.5, "judge": 0.3})
   mode: Literal["weighted_sum", "group_normalized"] = "weighted_sum"
+  relevance_max_tokens: int = 64
+  relevance_repeat_ngram: int = 3
 
   def __post_init__(self):
-    known = {"format", "answer", "judge"}
+    positive(self, "relevance_max_tokens")
+    if (n := self.relevance_repeat_ngram) < 0:
+      raise ValueError("relevance_repeat_ngram: must be >= 0 (0: no "
+                       f"repetition penalty), got {n}")
+    known = {"format", "answer", "judge", "relevance"}
     for name, weight in self.weights.items():
       if name not in known:
         raise ValueError(f"weights.{name}: unknown reward component "

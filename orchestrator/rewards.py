@@ -5,6 +5,11 @@ part of it) and the example. The composite keeps NaN: a component that
 could not be computed (an unscorable judge call) makes the rollout's reward
 NaN, and the trainer masks it out of the group baseline and the loss rather
 than pretending it scored 0.
+
+The `relevance` component is not one of RULE_REWARDS: it needs vocabulary
+statistics fitted on the run's prompts, so it is a fitted scorer
+(orchestrator/relevance.py) the trainer builds from its examples and
+computes beside them.
 """
 
 from collections.abc import Callable, Mapping
@@ -68,6 +73,14 @@ def extract_answer(completion: str) -> str | None:
   """
   answers = _ANSWER.findall(completion)
   return answers[-1].strip() if answers else None
+
+
+def extract_reasoning(completion: str) -> str | None:
+  """The content of the completion's well-formed reasoning blocks, joined
+  by newlines (a block may be blank); None if there is none. An unclosed
+  <reasoning> (a completion cut at the token limit) is no reasoning."""
+  blocks = _REASONING.findall(completion)
+  return "\n".join(blocks) if blocks else None
 
 
 # A leading number: sign, currency, digits (thousands commas allowed only in

@@ -48,7 +48,7 @@ def test_every_rollout_was_judged(run):
   for r in records:
     assert r["judge_status"] == "SCORED", r
     assert 0.0 <= r["rewards"]["judge"] <= 1.0
-    assert set(r["rewards"]) == {"format", "answer", "judge"}
+    assert set(r["rewards"]) == {"format", "answer", "judge", "relevance"}
 
 
 def test_metrics_have_every_component_and_a_finite_loss(run):
@@ -59,6 +59,8 @@ def test_metrics_have_every_component_and_a_finite_loss(run):
     for name in ("reward", "format", "answer", "judge"):
       assert f"{name}_mean" in row and f"{name}_std" in row
     assert math.isfinite(row["loss"]) and math.isfinite(row["kl"])
+    # The relevance reward: computed and logged at weight 0.
+    assert 0 <= row["relevance_mean"] <= 1, row["relevance_mean"]
     assert row["judge_scored"] == BATCH * G and row["judge_unscorable"] == 0
     # The judge's rubric reward is continuous, not a parsed constant.
     assert 0.0 < row["judge_mean"] < 1.0

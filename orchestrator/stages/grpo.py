@@ -27,6 +27,7 @@ import yaml
 
 from judge_server import server as judge_server_lib
 from orchestrator import mesh as mesh_lib
+from orchestrator import relevance as relevance_lib
 from orchestrator import rewards as rewards_lib
 from orchestrator.config import RunConfig
 from orchestrator.data import dataset as dataset_lib
@@ -128,6 +129,10 @@ class _Trainer:
     else:
       self.reference, _ = models.build_model(cfg.model, policy_mesh)
     self.prompts = {ex.id: templates.render(ex.prompt) for ex in examples}
+    # The relevance reward's idf, fitted on the questions the run trains on.
+    self.relevance = relevance_lib.Relevance.fit(
+        [ex.prompt for ex in examples], cfg.rewards.relevance_max_tokens,
+        cfg.rewards.relevance_repeat_ngram)
     too_long = {i: n for i, p in self.prompts.items()
                 if (n := rollout.prompt_length(self.tokenizer, p))
                 > cfg.rollout.max_prompt_tokens}
@@ -174,6 +179,9 @@ class _Trainer:
     components = {
         name: np.array([fn(text, ex) for text, ex in zip(rolls.texts, owners)])
         for name, fn in rewards_lib.RULE_REWARDS.items()}
+    components["relevance"] = np.array(
+        [self.relevance.score(text, ex)
+         for text, ex in zip(rolls.texts, owners)])
     ref_logps = self.updater.reference_logps(rolls) if cfg.grpo.beta else None
     old_logps = (self.updater.policy_logps(rolls) if cfg.train.staleness
                  else None)
