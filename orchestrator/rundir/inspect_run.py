@@ -17,6 +17,8 @@ from orchestrator.rundir import metrics as metrics_lib
 from orchestrator.rundir import layout as run_dir_lib
 
 COMPONENTS = ("reward", "format", "answer", "judge")
+# Shown when the run logged them (runs before the relevance reward did not).
+OPTIONAL_COMPONENTS = ("relevance",)
 TIME_SPLIT = ("time_generate", "time_judge_wait", "time_train")
 
 
@@ -29,9 +31,14 @@ class InspectError(ValueError):
   pass
 
 
+def _components(rows) -> list[str]:
+  return [*COMPONENTS,
+          *(c for c in OPTIONAL_COMPONENTS if f"{c}_mean" in rows[0])]
+
+
 def _table(rows) -> str:
-  cols = ["step", *(f"{c}_mean" for c in COMPONENTS), "unscorable_rate",
-          "judge_length_corr", "judge_answer_agreement", "loss", "kl",
+  cols = ["step", *(f"{c}_mean" for c in _components(rows)),
+          "unscorable_rate", "judge_length_corr", "judge_answer_agreement", "loss", "kl",
           "staleness", "judge_latency_p50_ms", "time_step"]
   lines = ["  ".join(f"{_HEADERS.get(c, c)[:14]:>14}" for c in cols)]
   for r in rows:
@@ -52,7 +59,7 @@ def _sample(record) -> str:
 def _rewards_figure(rows):
   fig, ax = plt.subplots(figsize=(7, 4))
   steps = [r["step"] for r in rows]
-  for c in COMPONENTS:
+  for c in _components(rows):
     ax.plot(steps, [r[f"{c}_mean"] for r in rows], marker="o", label=c)
   ax.set(xlabel="step", ylabel="mean reward", title="Reward components")
   ax.legend()
