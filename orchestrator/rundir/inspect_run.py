@@ -38,8 +38,8 @@ def _components(rows) -> list[str]:
 
 def _table(rows) -> str:
   cols = ["step", *(f"{c}_mean" for c in _components(rows)),
-          "unscorable_rate", "judge_length_corr", "judge_answer_agreement", "loss", "kl",
-          "staleness", "judge_latency_p50_ms", "time_step"]
+          "unscorable_rate", "judge_length_corr", "judge_answer_agreement",
+          "loss", "kl", "staleness", "judge_latency_p50_ms", "time_step"]
   lines = ["  ".join(f"{_HEADERS.get(c, c)[:14]:>14}" for c in cols)]
   for r in rows:
     lines.append("  ".join(f"{r.get(c, float('nan')):>14.4g}" for c in cols))
