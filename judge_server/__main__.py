@@ -1,8 +1,8 @@
 """`python -m judge_server --config FILE [--set key=value ...]`.
 
 Prints `grar-judge listening on HOST:PORT` once serving; SIGTERM or SIGINT
-stops it after in-flight work is done. Bad configuration: one line on
-stderr, exit code 2.
+stops it after in-flight work is done; SIGHUP reads auth.token_file again.
+Bad configuration: one line on stderr, exit code 2.
 """
 
 import argparse
@@ -25,6 +25,9 @@ SHUTDOWN_GRACE_S = 30.0
 async def _serve(config: config_lib.JudgeConfig, backend: Backend) -> None:
   try:
     handle = await server.start(config, backend)
+    loop = asyncio.get_running_loop()
+    # Before the "listening" line, so a SIGHUP after it never kills.
+    loop.add_signal_handler(signal.SIGHUP, handle.reload_tokens)
     if handle.openrlhf_port:
       # stderr: stdout's one line is the "listening" line callers wait for.
       print(f"grar-judge: openrlhf reward model on http://"
@@ -32,7 +35,6 @@ async def _serve(config: config_lib.JudgeConfig, backend: Backend) -> None:
             file=sys.stderr, flush=True)
     print(f"grar-judge listening on {handle.address}", flush=True)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
       loop.add_signal_handler(sig, stop.set)
     await stop.wait()

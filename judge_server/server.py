@@ -71,6 +71,13 @@ class Handle:
   _health: health.aio.HealthServicer
   _batcher: MicroBatcher
   _stop_metrics: Callable[[], None]
+  _tokens: security.TokenSet
+
+  def reload_tokens(self) -> None:
+    """Reads auth.token_file again now (the standalone server's SIGHUP);
+    without it a changed file is seen within security.CHECK_INTERVAL_S of
+    the next call. Call it on the server's event loop."""
+    self._tokens.reload()
 
   async def stop(self, grace: float | None = 30.0) -> None:
     await self._health.enter_graceful_shutdown()
@@ -104,7 +111,7 @@ async def start(config: JudgeConfig, backend: Backend) -> Handle:
   packs = load_packs(config.rubric_dir)
   admission = limits.Admission(config.limits)
   observer = observability.Observer(backend.name, lambda: admission.depth)
-  tokens = security.load_tokens(config.auth)
+  tokens = security.TokenSet(config.auth)  # re-read when the file changes
   credentials = security.server_credentials(config.tls)
   # Metrics time each try; deadlines, retries and the breaker wrap the tries.
   batcher = MicroBatcher(
@@ -155,7 +162,7 @@ async def start(config: JudgeConfig, backend: Backend) -> Handle:
     undo.pop_all()
   return Handle(port, _address(config.host, port), observer.metrics,
                 face.port if face else 0, server, face, health_servicer,
-                batcher, stop_metrics)
+                batcher, stop_metrics, tokens)
 
 
 class ThreadedServer:

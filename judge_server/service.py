@@ -8,6 +8,7 @@ retry hint (judge_server.limits).
 """
 
 import asyncio
+import dataclasses
 import time
 from typing import AsyncIterator, Mapping
 
@@ -247,17 +248,21 @@ class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
         rubrics=[judge_pb2.RubricInfo(id=r.id, version=r.version,
                                       num_criteria=len(r.criteria))
                  for r in sorted(scorer.packs.values(), key=lambda r: r.id)],
+        # Every field of the limits config under its own name, and the
+        # batcher's. A field of Limits the proto lacks goes unreported
+        # (tests/test_getinfo_limits.py fails on it), never fails GetInfo.
         limits=judge_pb2.Limits(
             max_batch=scorer.batcher.max_batch,
-            max_prompt_chars=limits.max_prompt_chars,
-            max_completion_chars=limits.max_completion_chars,
-            max_criteria=limits.max_criteria,
-            max_requests_per_batch_call=limits.max_requests_per_batch_call),
+            max_calls_in_flight=self._backend.max_calls_in_flight,
+            **{f.name: getattr(limits, f.name)
+               for f in dataclasses.fields(limits)
+               if f.name in _REPORTED_LIMITS}),
         default_aggregation=judge_pb2.Aggregation.Value(
             scorer.default_aggregation.upper()))
 
 
 _SERVICE = judge_pb2.DESCRIPTOR.services_by_name["JudgeService"]
+_REPORTED_LIMITS = frozenset(judge_pb2.Limits.DESCRIPTOR.fields_by_name)
 
 
 class StrictDecoding(grpc.aio.ServerInterceptor):

@@ -24,21 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12protos/judge.proto\x12\rgrar.judge.v1\"\x7f\n\tCriterion\x12\x0c\n\x04text\x18\x01 \x01(\t\x12)\n\x08\x63\x61tegory\x18\x02 \x01(\x0e\x32\x17.grar.judge.v1.Category\x12\x0e\n\x06weight\x18\x03 \x01(\x01\x12)\n\x08polarity\x18\x04 \x01(\x0e\x32\x17.grar.judge.v1.Polarity\"4\n\x06Rubric\x12*\n\x08\x63riteria\x18\x01 \x03(\x0b\x32\x18.grar.judge.v1.Criterion\"\xe0\x01\n\x0cScoreRequest\x12\x12\n\nrollout_id\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x12\n\ncompletion\x18\x03 \x01(\t\x12\x18\n\x10reference_answer\x18\x04 \x01(\t\x12\'\n\x06rubric\x18\x05 \x01(\x0b\x32\x15.grar.judge.v1.RubricH\x00\x12\x13\n\trubric_id\x18\x06 \x01(\tH\x00\x12/\n\x0b\x61ggregation\x18\x07 \x01(\x0e\x32\x1a.grar.judge.v1.AggregationB\x0f\n\rrubric_source\"R\n\x0e\x43riterionScore\x12\r\n\x05index\x18\x01 \x01(\x05\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x12\n\nscore_mass\x18\x03 \x01(\x01\x12\x0e\n\x06method\x18\x04 \x01(\t\"\xad\x01\n\x0bScoreResult\x12\x12\n\nrollout_id\x18\x01 \x01(\t\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.grar.judge.v1.Status\x12\x0e\n\x06reward\x18\x03 \x01(\x01\x12/\n\x08\x63riteria\x18\x04 \x03(\x0b\x32\x1d.grar.judge.v1.CriterionScore\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x12\n\nlatency_ms\x18\x06 \x01(\x01\"B\n\x11ScoreBatchRequest\x12-\n\x08requests\x18\x01 \x03(\x0b\x32\x1b.grar.judge.v1.ScoreRequest\"A\n\x12ScoreBatchResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.grar.judge.v1.ScoreResult\"\x10\n\x0eGetInfoRequest\"?\n\nRubricInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12\x14\n\x0cnum_criteria\x18\x03 \x01(\x05\"\x8e\x01\n\x06Limits\x12\x11\n\tmax_batch\x18\x01 \x01(\x05\x12\x18\n\x10max_prompt_chars\x18\x02 \x01(\x05\x12\x1c\n\x14max_completion_chars\x18\x03 \x01(\x05\x12\x14\n\x0cmax_criteria\x18\x04 \x01(\x05\x12#\n\x1bmax_requests_per_batch_call\x18\x05 \x01(\x05\"\xbd\x01\n\x0fGetInfoResponse\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12*\n\x07rubrics\x18\x03 \x03(\x0b\x32\x19.grar.judge.v1.RubricInfo\x12%\n\x06limits\x18\x04 \x01(\x0b\x32\x15.grar.judge.v1.Limits\x12\x37\n\x13\x64\x65\x66\x61ult_aggregation\x18\x05 \x01(\x0e\x32\x1a.grar.judge.v1.Aggregation*]\n\x08\x43\x61tegory\x12\x18\n\x14\x43\x41TEGORY_UNSPECIFIED\x10\x00\x12\r\n\tESSENTIAL\x10\x01\x12\r\n\tIMPORTANT\x10\x02\x12\x0c\n\x08OPTIONAL\x10\x03\x12\x0b\n\x07PITFALL\x10\x04*@\n\x08Polarity\x12\x18\n\x14POLARITY_UNSPECIFIED\x10\x00\x12\x0c\n\x08POSITIVE\x10\x01\x12\x0c\n\x08NEGATIVE\x10\x02*F\n\x0b\x41ggregation\x12\x1b\n\x17\x41GGREGATION_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x45XPLICIT\x10\x01\x12\x0c\n\x08IMPLICIT\x10\x02*<\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\n\n\x06SCORED\x10\x01\x12\x0e\n\nUNSCORABLE\x10\x02\x32\xf1\x01\n\x0cJudgeService\x12\x44\n\x05Score\x12\x1b.grar.judge.v1.ScoreRequest\x1a\x1a.grar.judge.v1.ScoreResult(\x01\x30\x01\x12Q\n\nScoreBatch\x12 .grar.judge.v1.ScoreBatchRequest\x1a!.grar.judge.v1.ScoreBatchResponse\x12H\n\x07GetInfo\x12\x1d.grar.judge.v1.GetInfoRequest\x1a\x1e.grar.judge.v1.GetInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12protos/judge.proto\x12\rgrar.judge.v1\"\x7f\n\tCriterion\x12\x0c\n\x04text\x18\x01 \x01(\t\x12)\n\x08\x63\x61tegory\x18\x02 \x01(\x0e\x32\x17.grar.judge.v1.Category\x12\x0e\n\x06weight\x18\x03 \x01(\x01\x12)\n\x08polarity\x18\x04 \x01(\x0e\x32\x17.grar.judge.v1.Polarity\"4\n\x06Rubric\x12*\n\x08\x63riteria\x18\x01 \x03(\x0b\x32\x18.grar.judge.v1.Criterion\"\xe0\x01\n\x0cScoreRequest\x12\x12\n\nrollout_id\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x12\n\ncompletion\x18\x03 \x01(\t\x12\x18\n\x10reference_answer\x18\x04 \x01(\t\x12\'\n\x06rubric\x18\x05 \x01(\x0b\x32\x15.grar.judge.v1.RubricH\x00\x12\x13\n\trubric_id\x18\x06 \x01(\tH\x00\x12/\n\x0b\x61ggregation\x18\x07 \x01(\x0e\x32\x1a.grar.judge.v1.AggregationB\x0f\n\rrubric_source\"R\n\x0e\x43riterionScore\x12\r\n\x05index\x18\x01 \x01(\x05\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x12\n\nscore_mass\x18\x03 \x01(\x01\x12\x0e\n\x06method\x18\x04 \x01(\t\"\xad\x01\n\x0bScoreResult\x12\x12\n\nrollout_id\x18\x01 \x01(\t\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.grar.judge.v1.Status\x12\x0e\n\x06reward\x18\x03 \x01(\x01\x12/\n\x08\x63riteria\x18\x04 \x03(\x0b\x32\x1d.grar.judge.v1.CriterionScore\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x12\n\nlatency_ms\x18\x06 \x01(\x01\"B\n\x11ScoreBatchRequest\x12-\n\x08requests\x18\x01 \x03(\x0b\x32\x1b.grar.judge.v1.ScoreRequest\"A\n\x12ScoreBatchResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.grar.judge.v1.ScoreResult\"\x10\n\x0eGetInfoRequest\"?\n\nRubricInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12\x14\n\x0cnum_criteria\x18\x03 \x01(\x05\"\xd2\x02\n\x06Limits\x12\x11\n\tmax_batch\x18\x01 \x01(\x05\x12\x18\n\x10max_prompt_chars\x18\x02 \x01(\x05\x12\x1c\n\x14max_completion_chars\x18\x03 \x01(\x05\x12\x14\n\x0cmax_criteria\x18\x04 \x01(\x05\x12#\n\x1bmax_requests_per_batch_call\x18\x05 \x01(\x05\x12\x1b\n\x13max_reference_chars\x18\x06 \x01(\x03\x12\x1c\n\x14max_rollout_id_chars\x18\x07 \x01(\x03\x12\x19\n\x11max_message_bytes\x18\x08 \x01(\x03\x12\x1e\n\x16max_concurrent_streams\x18\t \x01(\x03\x12\x17\n\x0fmax_queue_depth\x18\n \x01(\x03\x12\x16\n\x0eretry_after_ms\x18\x0b \x01(\x03\x12\x1b\n\x13max_calls_in_flight\x18\x0c \x01(\x03\"\xbd\x01\n\x0fGetInfoResponse\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12*\n\x07rubrics\x18\x03 \x03(\x0b\x32\x19.grar.judge.v1.RubricInfo\x12%\n\x06limits\x18\x04 \x01(\x0b\x32\x15.grar.judge.v1.Limits\x12\x37\n\x13\x64\x65\x66\x61ult_aggregation\x18\x05 \x01(\x0e\x32\x1a.grar.judge.v1.Aggregation*]\n\x08\x43\x61tegory\x12\x18\n\x14\x43\x41TEGORY_UNSPECIFIED\x10\x00\x12\r\n\tESSENTIAL\x10\x01\x12\r\n\tIMPORTANT\x10\x02\x12\x0c\n\x08OPTIONAL\x10\x03\x12\x0b\n\x07PITFALL\x10\x04*@\n\x08Polarity\x12\x18\n\x14POLARITY_UNSPECIFIED\x10\x00\x12\x0c\n\x08POSITIVE\x10\x01\x12\x0c\n\x08NEGATIVE\x10\x02*F\n\x0b\x41ggregation\x12\x1b\n\x17\x41GGREGATION_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x45XPLICIT\x10\x01\x12\x0c\n\x08IMPLICIT\x10\x02*<\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\n\n\x06SCORED\x10\x01\x12\x0e\n\nUNSCORABLE\x10\x02\x32\xf1\x01\n\x0cJudgeService\x12\x44\n\x05Score\x12\x1b.grar.judge.v1.ScoreRequest\x1a\x1a.grar.judge.v1.ScoreResult(\x01\x30\x01\x12Q\n\nScoreBatch\x12 .grar.judge.v1.ScoreBatchRequest\x1a!.grar.judge.v1.ScoreBatchResponse\x12H\n\x07GetInfo\x12\x1d.grar.judge.v1.GetInfoRequest\x1a\x1e.grar.judge.v1.GetInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.judge_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CATEGORY']._serialized_start=1262
-  _globals['_CATEGORY']._serialized_end=1355
-  _globals['_POLARITY']._serialized_start=1357
-  _globals['_POLARITY']._serialized_end=1421
-  _globals['_AGGREGATION']._serialized_start=1423
-  _globals['_AGGREGATION']._serialized_end=1493
-  _globals['_STATUS']._serialized_start=1495
-  _globals['_STATUS']._serialized_end=1555
+  _globals['_CATEGORY']._serialized_start=1458
+  _globals['_CATEGORY']._serialized_end=1551
+  _globals['_POLARITY']._serialized_start=1553
+  _globals['_POLARITY']._serialized_end=1617
+  _globals['_AGGREGATION']._serialized_start=1619
+  _globals['_AGGREGATION']._serialized_end=1689
+  _globals['_STATUS']._serialized_start=1691
+  _globals['_STATUS']._serialized_end=1751
   _globals['_CRITERION']._serialized_start=37
   _globals['_CRITERION']._serialized_end=164
   _globals['_RUBRIC']._serialized_start=166
@@ -58,9 +58,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUBRICINFO']._serialized_start=860
   _globals['_RUBRICINFO']._serialized_end=923
   _globals['_LIMITS']._serialized_start=926
-  _globals['_LIMITS']._serialized_end=1068
-  _globals['_GETINFORESPONSE']._serialized_start=1071
-  _globals['_GETINFORESPONSE']._serialized_end=1260
-  _globals['_JUDGESERVICE']._serialized_start=1558
-  _globals['_JUDGESERVICE']._serialized_end=1799
+  _globals['_LIMITS']._serialized_end=1264
+  _globals['_GETINFORESPONSE']._serialized_start=1267
+  _globals['_GETINFORESPONSE']._serialized_end=1456
+  _globals['_JUDGESERVICE']._serialized_start=1754
+  _globals['_JUDGESERVICE']._serialized_end=1995
 # @@protoc_insertion_point(module_scope)

@@ -138,18 +138,32 @@ class RubricInfo(_message.Message):
     def __init__(self, id: _Optional[str] = ..., version: _Optional[int] = ..., num_criteria: _Optional[int] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_batch", "max_prompt_chars", "max_completion_chars", "max_criteria", "max_requests_per_batch_call")
+    __slots__ = ("max_batch", "max_prompt_chars", "max_completion_chars", "max_criteria", "max_requests_per_batch_call", "max_reference_chars", "max_rollout_id_chars", "max_message_bytes", "max_concurrent_streams", "max_queue_depth", "retry_after_ms", "max_calls_in_flight")
     MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
     MAX_PROMPT_CHARS_FIELD_NUMBER: _ClassVar[int]
     MAX_COMPLETION_CHARS_FIELD_NUMBER: _ClassVar[int]
     MAX_CRITERIA_FIELD_NUMBER: _ClassVar[int]
     MAX_REQUESTS_PER_BATCH_CALL_FIELD_NUMBER: _ClassVar[int]
+    MAX_REFERENCE_CHARS_FIELD_NUMBER: _ClassVar[int]
+    MAX_ROLLOUT_ID_CHARS_FIELD_NUMBER: _ClassVar[int]
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENT_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CALLS_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     max_batch: int
     max_prompt_chars: int
     max_completion_chars: int
     max_criteria: int
     max_requests_per_batch_call: int
-    def __init__(self, max_batch: _Optional[int] = ..., max_prompt_chars: _Optional[int] = ..., max_completion_chars: _Optional[int] = ..., max_criteria: _Optional[int] = ..., max_requests_per_batch_call: _Optional[int] = ...) -> None: ...
+    max_reference_chars: int
+    max_rollout_id_chars: int
+    max_message_bytes: int
+    max_concurrent_streams: int
+    max_queue_depth: int
+    retry_after_ms: int
+    max_calls_in_flight: int
+    def __init__(self, max_batch: _Optional[int] = ..., max_prompt_chars: _Optional[int] = ..., max_completion_chars: _Optional[int] = ..., max_criteria: _Optional[int] = ..., max_requests_per_batch_call: _Optional[int] = ..., max_reference_chars: _Optional[int] = ..., max_rollout_id_chars: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_concurrent_streams: _Optional[int] = ..., max_queue_depth: _Optional[int] = ..., retry_after_ms: _Optional[int] = ..., max_calls_in_flight: _Optional[int] = ...) -> None: ...
 
 class GetInfoResponse(_message.Message):
     __slots__ = ("backend", "model", "rubrics", "limits", "default_aggregation")
