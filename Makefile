@@ -15,7 +15,7 @@ DEMO_DATA := runs/demo-data
 DEMO_TASKS := --tasks chain_sum --train 1000 --heldout 200 --seed 0 \
   --option chain_sum.max_terms=3 --option chain_sum.max_digits=2
 
-.PHONY: demo demo-tiny test protos vllm clean
+.PHONY: demo demo-tiny test test-fast protos vllm clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -45,6 +45,11 @@ vllm: $(VLLM_STAMP)
 
 test: $(STAMP) $(VLLM_STAMP)
 	$(PY) -m pytest -q
+
+# Everything but the slow, vLLM, Ray and end-to-end tests (markers in
+# pyproject.toml): under 3 minutes on 2 cores, no .venv-vllm needed.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow and not vllm and not ray and not e2e"
 
 protos: $(STAMP)
 	$(PY) -m protos.generate

@@ -43,3 +43,24 @@ def vllm(gemma3_270m_dir, tmp_path_factory) -> vllm_server.Server:
   with vllm_server.serving(gemma3_270m_dir,
                            tmp_path_factory.mktemp("vllm") / "vllm.log") as s:
     yield s
+
+
+# The fast tier (`make test-fast`: -m "not slow and not vllm and not ray and
+# not e2e") must never start a vLLM server or prepare the 270M, whoever
+# wrote the test: a test that uses these fixtures gets their markers even
+# when its module forgot them. test_train_e2e.py's GRPO run is e2e.
+_FIXTURE_MARKERS = {"vllm": ("vllm", "slow"), "gemma3_270m_dir": ("slow",)}
+_E2E_FIXTURES = {"test_train_e2e.py": "run"}
+
+
+# tryfirst: before pytest's own hook deselects by marker.
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+  for item in items:
+    wanted = [m for fixture, marks in _FIXTURE_MARKERS.items()
+              if fixture in item.fixturenames for m in marks]
+    if _E2E_FIXTURES.get(item.path.name) in item.fixturenames:
+      wanted.append("e2e")
+    for name in wanted:
+      if item.get_closest_marker(name) is None:
+        item.add_marker(name)

@@ -35,12 +35,62 @@ def start_grar(*args) -> subprocess.Popen:
                           stderr=subprocess.PIPE, text=True)
 
 
+# The trainer's libraries: none of them is in the judge image.
+JAX_FAMILY = ("jax", "jaxlib", "flax", "tunix", "qwix", "optax", "orbax")
+# What a judge server with a remote backend (openai, gemini) must start
+# without (../shared/ARCHITECTURE.md): the jax family, and the project's
+# policy and trainer packages.
+NOT_IN_JUDGE = JAX_FAMILY + ("policy_worker", "orchestrator")
+
+_BLOCKER = """\
+import importlib.abc as _abc, sys as _sys
+_BLOCKED = frozenset({blocked!r})
+_early = sorted(m for m in _sys.modules if m.split(".")[0] in _BLOCKED)
+if _early:
+  raise SystemExit(f"imported before the blocker was installed: {{_early}}")
+class _Unimportable(_abc.MetaPathFinder):
+  def find_spec(self, name, path=None, target=None):
+    if name.split(".")[0] in _BLOCKED:
+      raise ModuleNotFoundError(f"{{name}} is blocked: not installed here",
+                                name=name)
+    return None
+_sys.meta_path.insert(0, _Unimportable())
+del _abc, _early
+"""
+
+
+def without(blocked) -> str:
+  """Python source that makes every module under the top-level names
+  `blocked` unimportable (ModuleNotFoundError, as on a machine without
+  them), refusing to start if one was imported already."""
+  return _BLOCKER.format(blocked=tuple(sorted(blocked)))
+
+
+def python_without(code: str, blocked=NOT_IN_JUDGE, *, args=(),
+                   timeout=120, env: dict | None = None
+                   ) -> subprocess.CompletedProcess:
+  """Runs the Python snippet `code` (then `args` as sys.argv[1:]) in a
+  fresh interpreter where the modules under `blocked` cannot be imported."""
+  return subprocess.run(
+      [sys.executable, "-c", without(blocked) + code, *args], cwd=ROOT,
+      capture_output=True, text=True, timeout=timeout,
+      env=dict(os.environ, **(env or {})))
+
+
 def start_judge(config: dict, directory: pathlib.Path,
-                env: dict | None = None) -> subprocess.Popen:
+                env: dict | None = None, blocked=()) -> subprocess.Popen:
+  """Starts `python -m judge_server --config FILE` with `config`; with
+  `blocked`, the modules under those names cannot be imported in it."""
   path = directory / f"judge-{time.monotonic_ns()}.yaml"
   path.write_text(yaml.safe_dump(config))
+  if blocked:
+    command = [sys.executable, "-c", without(blocked)
+               + "import runpy; runpy.run_module('judge_server', "
+                 "run_name='__main__', alter_sys=True)"]
+  else:
+    command = [sys.executable, "-m", "judge_server"]
   return subprocess.Popen(
-      [sys.executable, "-m", "judge_server", "--config", str(path)],
+      [*command, "--config", str(path)],
       cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
       env=dict(os.environ, **(env or {})))
 

@@ -223,6 +223,62 @@ def _eval(capsys, out, *overrides):
   return printed.out, rows, json.loads((out / evaluate.SUMMARY).read_text())
 
 
+def _wilson(k: int, n: int) -> list[float]:
+  """The 95 % Wilson interval, written out from its formula (see the
+  hand-worked bounds above), not stats.wilson."""
+  z2 = 1.959963984540054 ** 2
+  p = k / n
+  centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+  half = math.sqrt(z2) / (1 + z2 / n) * math.sqrt(
+      p * (1 - p) / n + z2 / (4 * n * n))
+  return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
+def _measures_from_rows(rows: list[dict]) -> dict:
+  """What summary.json must say of `rows` (read from rows.jsonl), counted
+  here: a row is right only with a reward of exactly 1.0; the judge mean
+  is over the rows whose judge_status is SCORED, null when none is."""
+  n = len(rows)
+  out = {"examples": n}
+  for measure in ("format", "answer"):
+    hits = len([r for r in rows if r[measure] == 1.0])
+    out[f"{measure}_accuracy"] = hits / n
+    out[f"{measure}_accuracy_ci"] = _wilson(hits, n)
+  scored = [r["judge_reward"] for r in rows if r["judge_status"] == "SCORED"]
+  out["judge_mean"] = sum(scored) / len(scored) if scored else None
+  return out
+
+
+def _summary_from_rows(rows: list[dict]) -> dict:
+  scored = [r for r in rows if r["judge_status"] == "SCORED"]
+  tasks = sorted({r["task"] for r in rows})
+  return {**_measures_from_rows(rows),
+          "judge_scored": len(scored),
+          "judge_unscorable": len(rows) - len(scored),
+          "answer_tokens_mean": sum(r["completion_tokens"] for r in rows)
+                                / len(rows),
+          "per_task": {t: _measures_from_rows([r for r in rows
+                                               if r["task"] == t])
+                       for t in tasks}}
+
+
+def _assert_summary_is_the_rows(summary: dict, rows: list[dict]) -> None:
+  want = _summary_from_rows(rows)
+  assert list(summary) == list(want)
+  assert list(summary["per_task"]) == list(want["per_task"])
+  for key, value in want.items():
+    if key == "per_task":
+      for task, measures in value.items():
+        assert list(summary["per_task"][task]) == list(measures)
+        for k, v in measures.items():
+          assert summary["per_task"][task][k] == pytest.approx(v, abs=1e-9), (
+              task, k)
+    else:
+      assert summary[key] == pytest.approx(value, abs=1e-9), key
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_three_candidates_table_rows_and_summary(tmp_path, capsys,
                                                  tmp_path_factory):
   trained = _trained_run(tmp_path_factory, "trained", 0.5)
@@ -255,25 +311,26 @@ def test_three_candidates_table_rows_and_summary(tmp_path, capsys,
     for r in mine:
       assert r["judge_status"] == "SCORED" and 0 <= r["judge_reward"] <= 1
       assert 1 <= r["completion_tokens"] <= 16
+      # The row's rewards are those of its own completion: a completion
+      # without the answer block is neither in format nor right.
+      if "<answer>" not in r["completion"]:
+        assert r["format"] == 0.0 and r["answer"] == 0.0, r
     s = summary[name]
+    # Every number of summary.json, counted from rows.jsonl here.
+    _assert_summary_is_the_rows(s, mine)
     # Random weights never write the template: 0/8 in format.
     assert s["format_accuracy"] == 0.0
     assert s["format_accuracy_ci"] == pytest.approx(W_0_8, abs=1e-6)
-    right = sum(r["answer"] == 1.0 for r in mine)
-    assert s["answer_accuracy"] == right / N
     assert (s["examples"], s["judge_scored"], s["judge_unscorable"]) == (N, N,
                                                                          0)
-    assert s["judge_mean"] == pytest.approx(
-        sum(r["judge_reward"] for r in mine) / N)
-    assert s["answer_tokens_mean"] == pytest.approx(
-        sum(r["completion_tokens"] for r in mine) / N)
     assert {t: v["examples"] for t, v in s["per_task"].items()} == {
         "everyday": 2, "math": 4, "science": 2}
-    math_rows = by[name][:4]
-    assert s["per_task"]["math"]["judge_mean"] == pytest.approx(
-        sum(r["judge_reward"] for r in math_rows) / 4)
+    # The printed table shows the file's numbers.
+    assert f"{s['answer_accuracy']:.3f}" in " ".join(
+        _lines(printed, "answer accuracy  ")[0])
 
 
+@pytest.mark.e2e
 def test_unscorable_answers_are_counted_not_averaged(tmp_path, capsys):
   # A judge service in front of an endpoint that is not there: it answers
   # every rollout, UNSCORABLE.
@@ -284,6 +341,7 @@ def test_unscorable_answers_are_counted_not_averaged(tmp_path, capsys):
   assert all(r["judge_status"] == "UNSCORABLE" and r["judge_reward"] is None
              for r in rows)
   base = summary["base"]
+  _assert_summary_is_the_rows(base, rows)
   assert base["judge_unscorable"] == N and base["judge_scored"] == 0
   assert base["judge_mean"] is None  # not 0
   assert all(t["judge_mean"] is None for t in base["per_task"].values())

@@ -129,6 +129,8 @@ def served_export(gemma3_270m_dir, tmp_path_factory):
     yield starting.result(), ids, lora, base
 
 
+@pytest.mark.vllm
+@pytest.mark.slow
 @pytest.mark.parametrize("name", VLLM_PROMPTS)
 def test_vllm_serves_the_export_as_tunix_runs_the_lora(served_export, name):
   """vLLM's next-token distribution of the exported directory matches the

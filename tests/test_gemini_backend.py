@@ -4,8 +4,6 @@ the stand-in speaks its shape on 127.0.0.1 and the real backend, the real
 judge service and the real gRPC client talk to it."""
 
 import asyncio
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -154,17 +152,27 @@ def test_the_judge_service_scores_through_gemini(standin):
 
 
 def test_the_gemini_backend_is_built_where_jax_cannot_import(standin):
-  code = textwrap.dedent(f"""
-      import sys
-      sys.modules["jax"] = None  # import jax raises ImportError
+  """...nor flax, tunix, policy_worker or orchestrator (the judge image's
+  rule), and it scores through the stand-in there."""
+  done = processes.python_without(textwrap.dedent(f"""
+      import asyncio
       from judge_server import config
       from judge_server.backends import factory
       backend = factory.build(config.BackendConfig(
-          kind="gemini", gemini=config.GeminiConfig(
-              base_url="{standin.base_url}", model="m",
-              api_key_env="{KEY_ENV}")))
+          kind="gemini",
+          criteria=config.CriteriaConfig(format="scale", few_shot=False),
+          gemini=config.GeminiConfig(
+              base_url="{standin.base_url}", model="{gemini_standin.MODEL}",
+              api_key_env="{KEY_ENV}", top_logprobs=5)))
       assert backend.name == "gemini"
-      """)
-  done = subprocess.run([sys.executable, "-c", code], capture_output=True,
-                        text=True, timeout=60, cwd=processes.ROOT)
-  assert done.returncode == 0, done.stderr
+      async def judge():
+        try:
+          return await backend.judge(["Judge this. Score: "])
+        finally:
+          await backend.close()
+      (judgement,) = asyncio.run(judge())
+      print(judgement.score)
+      """))
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert float(done.stdout.split()[-1]) == pytest.approx(
+      gemini_standin.EXPECTED)

@@ -58,6 +58,7 @@ def test_binary_score_from_a_vocabulary_distribution():
                     )[0] == pytest.approx(choices, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_gemma3_answer_token_ids(gemma3_270m_dir):
   tok = HFTokenizer(gemma3_270m_dir)
   no, yes = jax_local.choice_ids(tok, prompts.CHOICES["binary"])

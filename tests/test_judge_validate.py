@@ -5,8 +5,6 @@ stand-in for a capable one) and the reward-hacking watch's metrics."""
 
 import json
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -320,6 +318,7 @@ def test_built_probes_on_the_stand_in_judge_are_all_right(capsys, stand_in):
 
 # --- the tiny random judge --------------------------------------------------
 
+@pytest.mark.slow
 def test_validate_an_in_process_judge_as_json(capsys):
   code = cli.main(["judge", "validate", "--config", "configs/judge-tiny.yaml",
                    "--data", "data/reasoning-sample.jsonl", "--n", "4",
@@ -343,6 +342,8 @@ TINY = ["--set", "train.batch_size=1", "--set", "rollout.num_generations=2",
         "--set", "rollout.max_new_tokens=8"]
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_the_trainer_stops_on_a_blind_judge(tmp_path):
   proc = processes.grar(
       "train", "--config", "configs/cpu-tiny.yaml", *TINY,
@@ -363,6 +364,8 @@ def test_the_trainer_stops_on_a_blind_judge(tmp_path):
   assert not (run_dir / "metrics.csv").exists()  # stopped before training
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_the_trainer_passes_a_capable_judge_and_watches_it(tmp_path,
                                                            stand_in):
   proc = processes.grar(
@@ -383,6 +386,14 @@ def test_the_trainer_passes_a_capable_judge_and_watches_it(tmp_path,
 
 
 def test_validating_a_remote_judge_needs_no_jax():
-  code = ("import sys, orchestrator.judge.validate, judge_server.probes, "
-          "judge_server.validation; assert 'jax' not in sys.modules")
-  subprocess.run([sys.executable, "-c", code], check=True)
+  """The judge's probes and report need neither jax nor the trainer's
+  packages; `grar judge validate` (orchestrator) needs no jax."""
+  judge_side = processes.python_without(
+      "import judge_server.probes, judge_server.validation; print('ok')")
+  assert judge_side.returncode == 0, judge_side.stderr[-3000:]
+  assert judge_side.stdout.split() == ["ok"]
+  trainer_side = processes.python_without(
+      "import orchestrator.judge.validate; print('ok')",
+      processes.JAX_FAMILY + ("policy_worker",))
+  assert trainer_side.returncode == 0, trainer_side.stderr[-3000:]
+  assert trainer_side.stdout.split() == ["ok"]

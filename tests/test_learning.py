@@ -8,10 +8,13 @@ LoRA update, weight sync to the sampler), not the reward.
 
 import jax
 import numpy as np
+import pytest
 
 from policy_worker import grpo, models, rollout
 from policy_worker.advantages import group_advantages
 from grar_config.model import ModelSpec
+
+pytestmark = pytest.mark.slow
 
 STEPS = 20
 G = 8

@@ -6,6 +6,7 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
 from flax import nnx
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -13,6 +14,7 @@ from grar_config.mesh import MeshShape
 from orchestrator import mesh
 from orchestrator.mesh import MeshPlanError, plan_meshes
 from policy_worker import models
+from policy_worker.tokenizer import VOCAB_SIZE
 from grar_config.model import ModelSpec
 from tunix.models.gemma3 import model as gemma3
 
@@ -113,11 +115,62 @@ def test_the_judge_model_is_checked_on_the_judge_mesh(devices):
     plan_meshes(devices, MeshShape(tp=2), MeshShape(tp=4), judge_model=spec)
 
 
+def _params(model) -> dict[tuple, jax.Array]:
+  return {path: var[...] for path, var in nnx.iter_graph(model)
+          if isinstance(var, nnx.Param)}
+
+
+@nnx.jit
+def _logits(model, tokens):
+  seq = tokens.shape[1]
+  logits, _ = model(tokens, jnp.arange(seq)[None], None,
+                    jnp.tril(jnp.ones((seq, seq), bool))[None])
+  return logits
+
+
 def test_one_kv_head_is_replicated_not_split(devices):
   spec = ModelSpec(num_heads=4, num_kv_heads=1)
   policy, _ = plan_meshes(devices, MeshShape(tp=4), None, spec)
-  model, _ = models.build_model(spec, policy)
-  assert model is not None
+  model, tokenizer = models.build_model(spec, policy)
+  params = _params(model)
+  policy_ids = sorted(_ids(policy))
+  kv = {p: a for p, a in params.items() if p[-2] == "kv_einsum"}
+  q = {p: a for p, a in params.items() if p[-2] == "q_einsum"}
+  assert len(kv) == len(q) == spec.num_layers
+  for path, a in params.items():
+    # Every parameter lives on the policy mesh's four devices, none other.
+    assert sorted(d.id for d in a.devices()) == policy_ids, path
+  for path, a in kv.items():
+    # (k and v, the one kv head, embed, head_dim): every device holds all
+    # of it, the same values.
+    assert a.shape == (2, 1, spec.embed_dim, spec.head_dim), path
+    assert "tp" not in jax.tree.leaves(tuple(a.sharding.spec)), path
+    shards = a.addressable_shards
+    assert len(shards) == 4
+    for shard in shards:
+      assert shard.data.shape == a.shape, path
+      np.testing.assert_array_equal(np.asarray(shard.data),
+                                    np.asarray(shards[0].data))
+  for path, a in q.items():
+    # The query heads are split: one of the four heads per device.
+    assert a.shape == (spec.num_heads, spec.embed_dim, spec.head_dim), path
+    assert a.sharding.shard_shape(a.shape) == (1, spec.embed_dim,
+                                               spec.head_dim), path
+    heads = sorted(s.index[0].start for s in a.addressable_shards)
+    assert heads == [0, 1, 2, 3], path
+  # It runs on the mesh, and computes what the same weights compute
+  # unsharded on one device (the random init depends on the seed only).
+  tokens = jnp.asarray([[tokenizer.bos_id(), *tokenizer.encode("2 + 2 =")]],
+                       jnp.int32)
+  with jax.set_mesh(policy):
+    sharded = np.asarray(_logits(model, tokens))
+  one = jax.sharding.Mesh(np.array(devices[:1]).reshape(1, 1), mesh.AXES)
+  single, _ = models.build_model(spec, one)
+  with jax.set_mesh(one):
+    reference = np.asarray(_logits(single, tokens))
+  assert sharded.shape == (1, tokens.shape[1], VOCAB_SIZE)
+  assert np.isfinite(sharded).all()
+  np.testing.assert_allclose(sharded, reference, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("spec", [

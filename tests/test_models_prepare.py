@@ -39,6 +39,7 @@ def _texts() -> list[str]:
       "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n"]
 
 
+@pytest.mark.slow
 def test_the_tokenizer_files_agree_with_gemma(gemma3_270m_dir):
   tok = HFTokenizer(gemma3_270m_dir)
   assert tok.encode(PROMPT) == PROMPT_IDS
@@ -56,6 +57,7 @@ def test_the_tokenizer_files_agree_with_gemma(gemma3_270m_dir):
     assert sp.DecodeIds(tok.encode(text)) == text
 
 
+@pytest.mark.slow
 def test_transformers_reads_the_directory(gemma3_270m_dir):
   # What vLLM's side sees of the directory.
   config = transformers.AutoConfig.from_pretrained(gemma3_270m_dir)
@@ -69,6 +71,7 @@ def test_transformers_reads_the_directory(gemma3_270m_dir):
     assert tok.encode(text, add_special_tokens=False) == ours.encode(text)
 
 
+@pytest.mark.slow
 def test_loads_on_one_device_and_knows_paris(gemma3_270m_dir):
   mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]).reshape(1, 1),
                            mesh_lib.AXES)
@@ -101,12 +104,14 @@ def _mtimes(directory) -> dict[str, int]:
   return {p.name: p.stat().st_mtime_ns for p in directory.iterdir()}
 
 
+@pytest.mark.slow
 def test_a_complete_directory_is_reused(gemma3_270m_dir):
   before = _mtimes(gemma3_270m_dir)
   assert prepare.prepare_gemma3_270m(gemma3_270m_dir) == gemma3_270m_dir
   assert _mtimes(gemma3_270m_dir) == before
 
 
+@pytest.mark.slow
 def test_a_short_file_makes_the_directory_incomplete(gemma3_270m_dir,
                                                       tmp_path):
   copy = tmp_path / "copy"

@@ -25,6 +25,8 @@ from protos.rubric import Criterion
 from policy_worker import models
 from grar_config.model import ModelSpec
 
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
 TOP_K = 20
 MAX_ABS_LOGPROB_DIFF = 1e-3
 MAX_KL = 1e-6

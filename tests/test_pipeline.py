@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 from flax import traverse_util
+import pytest
 
 from orchestrator import cli
 from orchestrator.stages import pipeline
@@ -38,6 +39,8 @@ def _moved_by_at_most(after, before, lr):
       np.abs(b).max() for b in before.values()) > 2 * lr
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_stages_chain_and_resume_skips_them(tmp_path, capsys):
   _pipeline(capsys, "--config", "configs/pipeline-tiny.yaml", *ARGS,
             "--set", f"output_dir={tmp_path}", "--set", "run_name=p")

@@ -83,6 +83,9 @@ def _rows(path: pathlib.Path) -> int:
   return max(len(path.read_text().splitlines()) - 1, 0) if path.exists() else 0
 
 
+@pytest.mark.ray
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_training_survives_a_judge_replica_dying(cluster, tmp_path):
   cfg = config_lib.load(
       processes.ROOT / "configs" / "ray-tiny.yaml",

@@ -4,6 +4,8 @@ a judge that never answers stopping the run with a clear message."""
 
 import signal
 
+import pytest
+
 from orchestrator.rundir import journal
 from orchestrator.rundir import metrics
 from orchestrator.rundir import layout as run_dir
@@ -25,6 +27,8 @@ def _assert_every_step_once(rd, steps: int) -> list[dict]:
   return records
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_sigkilled_trainer_resumes_without_lost_or_repeated_steps(tmp_path):
   steps = 4
   proc = processes.start_grar(
@@ -50,6 +54,8 @@ def test_sigkilled_trainer_resumes_without_lost_or_repeated_steps(tmp_path):
   assert run_dir.latest_manifest(rd).step == steps
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_judge_killed_and_restarted_mid_run_loses_no_reward(tmp_path):
   steps = 4
   port = processes.free_port()
@@ -80,6 +86,8 @@ def test_judge_killed_and_restarted_mid_run_loses_no_reward(tmp_path):
   assert rows[-1]["judge_retries"] >= 1  # in-flight rollouts were re-sent
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_a_judge_that_cannot_score_stops_the_run(tmp_path):
   # A judge asked to trust only confident answers, which the tiny random
   # judge never gives: every rollout comes back UNSCORABLE.
@@ -114,6 +122,7 @@ def test_no_judge_at_start_is_one_clear_line(tmp_path):
   assert "start the judge server or fix judge.target" in last
 
 
+@pytest.mark.e2e
 def test_judge_in_its_own_process_with_its_own_devices(tmp_path):
   steps = 2
   proc = processes.grar(

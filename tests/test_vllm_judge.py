@@ -5,8 +5,6 @@ a port nobody listens on, and a listener that never answers."""
 
 import asyncio
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 
@@ -50,6 +48,8 @@ def _judge(prompts_, max_batch=8, min_score_mass=0.0, **openai):
   return asyncio.run(run())
 
 
+@pytest.mark.vllm
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["completions", "chat"])
 def test_scores_are_expectations_over_the_digit_probabilities(vllm, mode):
   judgements = _judge(PROMPTS, base_url=vllm.base_url, model=vllm.model,
@@ -64,6 +64,8 @@ def test_scores_are_expectations_over_the_digit_probabilities(vllm, mode):
     assert min(j.mass for j in judgements) > 0.5
 
 
+@pytest.mark.vllm
+@pytest.mark.slow
 def test_min_score_mass_makes_an_off_scale_judge_unscorable(vllm):
   """In chat mode the base (not instruction-tuned) 270M mostly echoes the
   prompt: about 3% of its probability is on a digit."""
@@ -76,6 +78,8 @@ def test_min_score_mass_makes_an_off_scale_judge_unscorable(vllm):
   assert "below min_score_mass=0.5" in j.reason, j.reason
 
 
+@pytest.mark.vllm
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["completions", "chat"])
 def test_without_logprobs_the_written_digit_is_parsed_and_says_so(vllm, mode):
   judgements = _judge(PROMPTS, base_url=vllm.base_url, model=vllm.model,
@@ -92,6 +96,8 @@ def test_without_logprobs_the_written_digit_is_parsed_and_says_so(vllm, mode):
     assert any(j.score is not None for j in judgements)
 
 
+@pytest.mark.vllm
+@pytest.mark.slow
 def test_an_endpoint_error_is_infrastructure_not_a_score(vllm):
   (j,) = _judge(PROMPTS[:1], base_url=vllm.base_url, model="no-such-model")
   assert j.score is None and j.mass == 0.0
@@ -189,20 +195,19 @@ def test_a_missing_api_key_variable_names_it(monkeypatch):
             api_key_env="GRAR_TEST_NO_KEY")))
 
 
-def test_the_openai_backend_is_built_without_importing_jax():
-  code = textwrap.dedent("""
-      import sys
+def test_the_openai_backend_is_built_where_jax_cannot_import():
+  """...nor flax, tunix, policy_worker or orchestrator: the judge image's
+  rule (processes.NOT_IN_JUDGE)."""
+  done = processes.python_without(textwrap.dedent("""
       from judge_server import config
       from judge_server.backends import factory
       backend = factory.build(config.BackendConfig(
           kind="openai", openai=config.OpenAIConfig(
               base_url="http://127.0.0.1:1/v1", model="m")))
-      assert backend.name == "openai"
-      assert "jax" not in sys.modules, "jax was imported"
-      """)
-  done = subprocess.run([sys.executable, "-c", code], capture_output=True,
-                        text=True, timeout=60, cwd=processes.ROOT)
-  assert done.returncode == 0, done.stderr
+      print(backend.name)
+      """))
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert done.stdout.split() == ["openai"]
 
 
 def _request(rollout_id: str, aggregation) -> judge_pb2.ScoreRequest:
@@ -212,18 +217,17 @@ def _request(rollout_id: str, aggregation) -> judge_pb2.ScoreRequest:
       aggregation=aggregation)
 
 
+@pytest.mark.vllm
+@pytest.mark.slow
 def test_judge_server_scores_through_vllm_where_jax_cannot_import(
     vllm, tmp_path):
-  """The judge process gets a `jax` package first on its path that fails
-  to import, as on a machine without jax."""
-  blocker = tmp_path / "no-jax" / "jax"
-  blocker.mkdir(parents=True)
-  (blocker / "__init__.py").write_text(
-      "raise ImportError('jax is not installed here')\n")
+  """In the judge process jax, flax, tunix, qwix, optax, orbax,
+  policy_worker and orchestrator cannot be imported, as in the judge
+  image (processes.NOT_IN_JUDGE)."""
   proc = processes.start_judge(
       {"backend": {"kind": "openai", "max_batch": 4, "openai": {
           "base_url": vllm.base_url, "model": vllm.model}}},
-      tmp_path, env={"PYTHONPATH": str(blocker.parent)})
+      tmp_path, blocked=processes.NOT_IN_JUDGE)
   try:
     address = processes.judge_address(proc)
     with grpc.insecure_channel(address) as channel:
@@ -248,6 +252,9 @@ def test_judge_server_scores_through_vllm_where_jax_cannot_import(
     processes.stop(proc)
 
 
+@pytest.mark.vllm
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_training_judged_by_vllm_with_the_shipped_config(vllm, tmp_path):
   """configs/cpu-vllm-judge.yaml as shipped, pointed at the test's server;
   the policy shrunk to the tiny model to keep it to one cheap step."""

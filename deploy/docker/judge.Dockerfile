@@ -8,9 +8,8 @@ COPY deploy/docker/judge-requirements.txt constraints.txt ./
 RUN pip install --no-cache-dir -c constraints.txt -r judge-requirements.txt
 COPY pyproject.toml README.md ./
 COPY protos protos
+COPY grar_config grar_config
 COPY judge_server judge_server
-COPY policy_worker/__init__.py policy_worker/spec.py policy_worker/tokenizer.py policy_worker/
-COPY orchestrator/__init__.py orchestrator/judge_client.py orchestrator/judge_cli.py orchestrator/
 # The package's own dependencies include jax for the trainer; the judge
 # image takes only what the remote backends import.
 RUN pip install --no-cache-dir --no-deps .
