@@ -229,14 +229,21 @@ class CacheConfig:
   judged once (GRPO groups repeat completions, and a re-sent rollout is
   not judged twice); unscorable ones are not kept."""
   enabled: bool = True
-  # A msgpack file judgements are appended to as they arrive and read back
-  # at start, so a restarted judge keeps them; "" keeps them in memory only.
+  # An SQLite file judgements are written to as they arrive and looked up
+  # in when not in memory, so a restarted judge keeps them; its directory
+  # must exist. "" keeps them in memory only.
   path: str = ""
-  max_entries: int = 1_000_000  # then the oldest go first
+  # Judgements in memory; then the least recently used go first.
+  max_entries: int = 1_000_000
+  # Judgements in the file at path; then the least recently used go first.
+  # About 90 bytes each on disk (10,000,000: about 1 GB).
+  max_disk_entries: int = 10_000_000
 
   def __post_init__(self):
     if self.max_entries < 1:
       raise ValueError("max_entries: must be >= 1")
+    if self.max_disk_entries < 1:
+      raise ValueError("max_disk_entries: must be >= 1")
     if self.path and not self.enabled:
       raise ValueError("path: set, but enabled is false")
 

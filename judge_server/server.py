@@ -89,13 +89,14 @@ class Handle:
 
 def check(config: JudgeConfig) -> None:
   """Raises what `start` would for the rubric packs, the OpenRLHF face's
-  rubric and the token and TLS files, so a bad config fails before a slow
-  backend is built."""
+  rubric, the token and TLS files and the cache's file, so a bad config
+  fails before a slow backend is built."""
   packs = load_packs(config.rubric_dir)
   if config.openrlhf.port:
     http_face.check(config.openrlhf, packs)
   security.load_tokens(config.auth)
   security.server_credentials(config.tls)
+  cache_lib.check(config.cache)
 
 
 async def start(config: JudgeConfig, backend: Backend) -> Handle:

@@ -1,9 +1,17 @@
 """The judgement cache, in front of the real batcher and the real gemini
 backend talking to the local Gemini stand-in (tests/gemini_standin.py; the
 Gemini API cannot be reached from here): what reaches the judge is what the
-stand-in records."""
+stand-in records. On disk: the real SQLite file, reopened, and a real
+process writing to it killed with SIGKILL."""
 
 import asyncio
+import inspect
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
 
 import msgpack
 import pytest
@@ -13,12 +21,14 @@ from judge_server import config as config_lib
 from judge_server import packs as packs_lib
 from judge_server import server
 from judge_server.backends import gemini
+from judge_server.backends.base import Judgement
 from judge_server.batching import MicroBatcher
 from grar_config.strict import ConfigError
 from orchestrator.judge.client import JudgeClient, request_from_row
 import gemini_standin
 from gemini_standin import (  # noqa: F401 (fixtures)
     Fault, backend_config, fresh, standin)
+import processes
 
 
 def with_cache(standin, body, identity="judge-a", **cache_fields):
@@ -49,7 +59,7 @@ def test_identical_prompts_are_judged_once_even_while_in_flight(standin):
                                 batcher.submit(["p2", "p3"]))
     assert sorted(asked(standin)) == ["p1", "p2", "p3"]
     assert cache.stats() == {"hits": 0, "joined": 2, "misses": 3,
-                             "entries": 3}
+                             "entries": 3, "disk_entries": 0}
     (again,) = await batcher.submit(["p1"])
     assert len(standin.requests) == 3 and cache.stats()["hits"] == 1
     return a + b + [again]
@@ -58,19 +68,28 @@ def test_identical_prompts_are_judged_once_even_while_in_flight(standin):
       [gemini_standin.EXPECTED] * 6)
 
 
-def test_unscorable_judgements_are_not_kept_but_shared_in_flight(standin):
+def test_unscorable_judgements_are_not_kept_but_shared_in_flight(
+    standin, tmp_path):
+  path = str(tmp_path / "judge.sqlite")
   standin.fail(Fault(status=400, delay_s=0.1), Fault(status=400))
 
   async def body(cache, batcher):
     (a,), (b,) = await asyncio.gather(batcher.submit(["q"]),
                                       batcher.submit(["q"]))
     assert a.reason.startswith("infrastructure: HTTP 400") and a == b
+    assert cache.stats()["entries"] == cache.stats()["disk_entries"] == 0
     (c,) = await batcher.submit(["q"])
     assert c.reason.startswith("infrastructure: HTTP 400")
     (d,) = await batcher.submit(["q"])
     assert d.score is not None and asked(standin) == ["q"] * 3
-    assert cache.stats()["entries"] == 1
-  with_cache(standin, body)
+    assert cache.stats()["entries"] == cache.stats()["disk_entries"] == 1
+    return d
+  d = with_cache(standin, body, path=path)
+
+  async def reopened(cache, batcher):
+    assert await batcher.submit(["q"]) == [d]
+  with_cache(standin, reopened, path=path)
+  assert len(standin.requests) == 3
 
 
 def test_a_waiter_whose_asker_went_away_asks_itself(standin):
@@ -87,41 +106,97 @@ def test_a_waiter_whose_asker_went_away_asks_itself(standin):
   with_cache(standin, body)
 
 
-def test_the_oldest_judgements_go_first_past_max_entries(standin):
+def test_the_least_recently_used_judgement_goes_first_past_max_entries(
+    standin):
   async def body(cache, batcher):
-    for p in ("p1", "p2", "p3", "p1"):
+    for p in ("p1", "p2", "p1", "p3"):  # the hit on p1 leaves p2 the oldest
       await batcher.submit([p])
-    assert asked(standin) == ["p1", "p2", "p3", "p1"]
     assert cache.stats()["entries"] == 2
+    for p in ("p1", "p3", "p2"):
+      await batcher.submit([p])
+    assert cache.stats()["hits"] == 3
   with_cache(standin, body, max_entries=2)
+  assert asked(standin) == ["p1", "p2", "p3", "p2"]
 
 
-def test_judgements_persist_across_restarts_and_a_torn_record(
-    standin, tmp_path, capsys):
-  path = tmp_path / "cache" / "judge.msgpack"
+def test_the_disk_keeps_the_most_recently_used_across_reopens(standin,
+                                                               tmp_path):
+  fields = dict(path=str(tmp_path / "judge.sqlite"), max_entries=1,
+                max_disk_entries=3)
+
+  async def fill(cache, batcher):
+    for p in ("p1", "p2", "p3"):
+      await batcher.submit([p])
+    await batcher.submit(["p1"])  # from disk: memory holds p3 alone
+    assert cache.stats() == {"hits": 1, "joined": 0, "misses": 3,
+                             "entries": 1, "disk_entries": 3}
+    await batcher.submit(["p4"])  # p2, the least recently used, goes
+    assert cache.stats()["disk_entries"] == 3
+  with_cache(standin, fill, **fields)
+  assert asked(standin) == ["p1", "p2", "p3", "p4"]
+
+  async def reopened(cache, batcher):
+    assert cache.stats()["disk_entries"] == 3
+    for p in ("p3", "p1", "p4"):
+      await batcher.submit([p])
+    assert cache.stats()["hits"] == 3
+    await batcher.submit(["p2"])  # judged again; p3 goes
+  with_cache(standin, reopened, **fields)
+  assert asked(standin)[4:] == ["p2"]
+
+  # Uses are written at close at the latest: a run of hits alone reorders
+  # the disk too.
+  async def hit_p1(cache, batcher):
+    await batcher.submit(["p1"])
+  with_cache(standin, hit_p1, **fields)
+
+  async def last(cache, batcher):
+    await batcher.submit(["p3"])  # judged again; p4, not p1, goes
+    await batcher.submit(["p1", "p2", "p3"])
+    await batcher.submit(["p4"])
+  with_cache(standin, last, **fields)
+  assert asked(standin)[5:] == ["p3", "p4"]
+
+
+def test_a_use_is_written_once_per_window_of_new_judgements(standin,
+                                                           tmp_path):
+  """The trade that spares a hit a disk write: within one window of
+  max_disk_entries / WINDOWS new judgements a judgement's first use orders
+  it on disk, not its last. Memory keeps the exact order."""
+  path = tmp_path / "judge.sqlite"
+  fields = dict(path=str(path), max_disk_entries=2 * cache_lib.WINDOWS)
+
+  async def body(cache, batcher):
+    await batcher.submit(["a"])
+    await batcher.submit(["b"])  # the window of 2 is full: a new one
+    for p in ("a", "b", "a"):  # a: written once, at its first use
+      await batcher.submit([p])
+    assert cache.stats()["hits"] == 3
+  with_cache(standin, body, **fields)
+  db = sqlite3.connect(path)
+  by_use = [k for (k,) in db.execute(
+      "SELECT key FROM judgements ORDER BY used")]
+  db.close()
+  assert by_use == [cache_lib.key("judge-a", p) for p in ("a", "b")]
+
+
+def test_judgements_persist_across_restarts(standin, tmp_path):
+  path = tmp_path / "judge.sqlite"
 
   async def judge_all(cache, batcher):
     return await batcher.submit(["p1", "p2"])
   first = with_cache(standin, judge_all, path=str(path))
   assert len(standin.requests) == 2
-  # A crash in the middle of writing a record.
-  torn = msgpack.packb([cache_lib.key("judge-a", "p3"), 0.5, 1.0, "parsed"])
-  whole = path.stat().st_size
-  with open(path, "ab") as f:
-    f.write(torn[:-3])
 
   async def after_restart(cache, batcher):
-    assert cache.stats()["entries"] == 2
+    assert cache.stats()["disk_entries"] == 2
     assert await batcher.submit(["p1", "p2"]) == first
     await batcher.submit(["p3"])
   with_cache(standin, after_restart, path=str(path))
-  assert (f"dropped a torn last record ({len(torn) - 3} bytes)"
-          in capsys.readouterr().err)
   assert sorted(asked(standin)) == ["p1", "p2", "p3"]
-  assert path.stat().st_size > whole
 
   async def again(cache, batcher):
-    assert cache.stats()["entries"] == 3
+    assert cache.stats()["disk_entries"] == 3
     await batcher.submit(["p1", "p2", "p3"])
   with_cache(standin, again, path=str(path))
   assert len(standin.requests) == 3
@@ -130,19 +205,206 @@ def test_judgements_persist_across_restarts_and_a_torn_record(
   assert len(standin.requests) == 5
 
 
-@pytest.mark.parametrize("content, problem", [
-    (b"backend: {kind: jax}\n", "not a grar judge cache"),
-    (msgpack.packb({"grar-judge-cache": 1}) + msgpack.packb(["x", 1, 2]),
-     "record 1 at byte 19 is not a judgement"),
-])
-def test_a_file_that_is_not_a_judge_cache_is_refused(tmp_path, content,
+def judgement(i: int) -> Judgement:
+  """The writer's judgement of p{i}, whose score holds i exactly."""
+  return Judgement(i / 2**24, 1 - (i % 7) / 64,
+                   method=("parsed", "probabilities")[i % 2])
+
+
+# Judges batches of 1..7 new prompts through the cache as fast as it can,
+# from p{argv[2]} on, until killed.
+_WRITER = """
+import asyncio, sys
+from judge_server import cache as cache_lib
+from judge_server.backends.base import Judgement
+
+""" + inspect.getsource(judgement) + """
+
+async def main(path, n, bound):
+  cache = cache_lib.JudgementCache("judge-a", max_entries=64, path=path,
+                                   max_disk_entries=bound)
+  async def submit(prompts):
+    return [judgement(int(p[1:])) for p in prompts]
+  print("writing", flush=True)
+  while True:
+    size = 1 + n % 7
+    await cache.judge([f"p{i}" for i in range(n, n + size)], submit)
+    n += size
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
+"""
+
+
+def _batch_ends(upto: int) -> set[int]:
+  """Where the writer's batches end: each is one transaction."""
+  ends, n = {0}, 0
+  while n < upto:
+    n += 1 + n % 7
+    ends.add(n)
+  return ends
+
+
+def test_a_cache_killed_mid_write_reopens_with_whole_judgements(tmp_path):
+  path = str(tmp_path / "judge.sqlite")
+  bound, written, rng = 2000, 0, random.Random(17)
+  for _ in range(3):  # the same file each time, recovered from each kill
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, path, str(written), str(bound)],
+        cwd=processes.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    try:
+      processes.read_until(proc, proc.stdout, "writing", 60)
+      try:
+        proc.wait(rng.uniform(0.3, 1.5))
+      except subprocess.TimeoutExpired:
+        pass
+      assert proc.poll() is None, proc.stderr.read()
+      proc.send_signal(signal.SIGKILL)
+    finally:
+      processes.stop(proc)
+    assert proc.returncode == -signal.SIGKILL
+    assert os.path.exists(path + "-wal")  # the log, as the kill left it
+    # The cache opens it, recovering the log.
+    cache = cache_lib.JudgementCache("judge-a", path=path,
+                                     max_disk_entries=bound)
+    kept = cache.stats()["disk_entries"]
+    cache.close()
+    db = sqlite3.connect(path)
+    try:
+      assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+      rows = db.execute(
+          "SELECT key, score, mass, method FROM judgements").fetchall()
+    finally:
+      db.close()
+    numbers = []
+    for k, score, mass, method in rows:
+      i = int(score * 2**24)
+      assert k == cache_lib.key("judge-a", f"p{i}")
+      assert Judgement(score, mass, method=method) == judgement(i)
+      numbers.append(i)
+    # Whole batches, and just the `bound` most recently written.
+    end = max(numbers) + 1
+    assert end in _batch_ends(end) and end > written
+    assert sorted(numbers) == list(range(max(0, end - bound), end))
+    assert kept == len(numbers) == min(bound, end)
+    written = end
+    # And answers from it.
+    cache = cache_lib.JudgementCache("judge-a", path=path,
+                                     max_disk_entries=bound)
+    try:
+      async def never(prompts):
+        raise AssertionError(f"judged again: {prompts}")
+      assert asyncio.run(cache.judge([f"p{end - 1}"], never)) == [
+          judgement(end - 1)]
+    finally:
+      cache.close()
+  assert not os.path.exists(path + "-wal")  # a clean close checkpoints
+
+
+def test_a_write_that_fails_keeps_judging_and_says_so_once(standin, tmp_path,
+                                                          capsys):
+  path = tmp_path / "judge.sqlite"
+
+  async def body(cache, batcher):
+    await batcher.submit(["p1"])
+    # The file turns read-only under the cache.
+    cache._db.close()
+    cache._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True,
+                                isolation_level=None)
+    assert len(await batcher.submit(["p2", "p3"])) == 2
+    await batcher.submit(["p4"])
+    await batcher.submit(["p1", "p2"])
+    assert cache.stats()["entries"] == 4
+    assert cache.stats()["disk_entries"] == 1
+  with_cache(standin, body, path=str(path))
+  assert sorted(asked(standin)) == ["p1", "p2", "p3", "p4"]
+  err = capsys.readouterr().err.splitlines()
+  assert len(err) == 1, err
+  assert err[0].startswith(f"grar-judge: cache {path}: cannot write (")
+  assert err[0].endswith("judging on, disk copy incomplete")
+
+
+def _foreign_sqlite(path) -> None:
+  db = sqlite3.connect(path)
+  db.execute("CREATE TABLE t (x)")
+  db.commit()
+  db.close()
+
+
+@pytest.mark.parametrize("make, problem", [
+    (lambda p: p.write_bytes(msgpack.packb({"grar-judge-cache": 1})
+                             + msgpack.packb([b"k" * 16, 0.5, 1.0, "parsed"])),
+     "a msgpack judge cache from an earlier grar, which is not read any "
+     "more: delete it (its judgements are judged again) or choose another "
+     "path"),
+    (lambda p: p.write_bytes(b"backend: {kind: jax}\n"),
+     "not a grar judge cache"),
+    (_foreign_sqlite,
+     "not a grar judge cache (an SQLite database of something else)"),
+], ids=["msgpack", "text", "sqlite"])
+def test_a_file_that_is_not_a_judge_cache_is_refused(tmp_path, make,
                                                       problem):
-  path = tmp_path / "cache.msgpack"
-  path.write_bytes(content)
+  path = tmp_path / "cache"
+  make(path)
+  content = path.read_bytes()
   with pytest.raises(ConfigError) as e:
     cache_lib.JudgementCache("judge-a", path=str(path))
   assert str(e.value) == f"cache.path: {path}: {problem}"
   assert path.read_bytes() == content  # left as it was
+  assert os.listdir(tmp_path) == ["cache"]
+
+
+def test_a_missing_directory_or_a_file_in_use_is_refused(tmp_path):
+  missing = tmp_path / "no-such-dir" / "judge.sqlite"
+  problem = (f"cache.path: {missing}: directory {missing.parent} does not "
+             "exist (create it, or choose another path)")
+  with pytest.raises(ConfigError) as e:
+    cache_lib.JudgementCache("judge-a", path=str(missing))
+  assert str(e.value) == problem
+  with pytest.raises(ConfigError) as e:  # the check before a slow start
+    cache_lib.check(config_lib.CacheConfig(path=str(missing)))
+  assert str(e.value) == problem
+  assert not missing.parent.exists()
+  (tmp_path / "a-file").write_text("")
+  with pytest.raises(ConfigError, match="a-file does not exist"):
+    cache_lib.JudgementCache("judge-a",
+                             path=str(tmp_path / "a-file" / "judge.sqlite"))
+  path = tmp_path / "judge.sqlite"
+  held = cache_lib.JudgementCache("judge-a", path=str(path))
+  try:
+    with pytest.raises(ConfigError) as e:
+      cache_lib.JudgementCache("judge-a", path=str(path))
+    assert str(e.value) == (f"cache.path: {path}: in use by another judge "
+                            "process (give each judge its own path)")
+  finally:
+    held.close()
+  cache_lib.JudgementCache("judge-a", path=str(path)).close()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_an_unwritable_directory_is_refused(tmp_path):
+  directory = tmp_path / "ro"
+  directory.mkdir(mode=0o500)
+  path = directory / "judge.sqlite"
+  with pytest.raises(ConfigError) as e:
+    cache_lib.JudgementCache("judge-a", path=str(path))
+  assert str(e.value) == (f"cache.path: {path}: directory {directory} is "
+                          "not writable")
+
+
+def test_the_judge_refuses_to_start_without_the_caches_directory(tmp_path):
+  path = tmp_path / "missing" / "judge.sqlite"
+  proc = processes.start_judge(
+      {"port": 0,
+       "backend": {"kind": "openai", "openai": {
+           "base_url": f"http://127.0.0.1:{processes.free_port()}/v1",
+           "model": "nobody"}},
+       "cache": {"path": str(path)}}, tmp_path)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 2, err
+  assert err.splitlines() == [
+      f"grar-judge: cache.path: {path}: directory {path.parent} does not "
+      "exist (create it, or choose another path)"]
 
 
 def test_the_server_judges_a_repeated_completion_once_per_criterion(standin):
@@ -179,6 +441,7 @@ def test_the_server_judges_a_repeated_completion_once_per_criterion(standin):
 
 @pytest.mark.parametrize("fields, problem", [
     ({"max_entries": 0}, "cache.max_entries: must be >= 1"),
+    ({"max_disk_entries": 0}, "cache.max_disk_entries: must be >= 1"),
     ({"enabled": "false", "path": "/tmp/c"},
      "cache.path: set, but enabled is false"),
     ({"size": 3}, "cache.size: unknown key"),
