@@ -1,6 +1,7 @@
 """Starting the real programs under test (the grar CLI, the judge server) as
 subprocesses on loopback, and reading their output with deadlines."""
 
+import json
 import os
 import pathlib
 import selectors
@@ -75,6 +76,27 @@ def python_without(code: str, blocked=NOT_IN_JUDGE, *, args=(),
       [sys.executable, "-c", without(blocked) + code, *args], cwd=ROOT,
       capture_output=True, text=True, timeout=timeout,
       env=dict(os.environ, **(env or {})))
+
+
+def import_without(modules, blocked=NOT_IN_JUDGE
+                   ) -> tuple[dict[str, str], list[str]]:
+  """Imports each of `modules` in a subprocess where the `blocked`
+  top-level packages cannot import: (module -> the last line of its import
+  error, for those that failed; the file of every module it loaded)."""
+  proc = python_without(f"""
+import importlib, json, sys, traceback
+failed = {{}}
+for name in {list(modules)!r}:
+  try:
+    importlib.import_module(name)
+  except BaseException as e:
+    failed[name] = traceback.format_exception_only(e)[-1].strip()
+files = [getattr(m, "__file__", None) for m in list(sys.modules.values())]
+print(json.dumps([failed, [f for f in files if f]]))
+""", tuple(blocked))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  failed, files = json.loads(proc.stdout.splitlines()[-1])
+  return failed, files
 
 
 def start_judge(config: dict, directory: pathlib.Path,

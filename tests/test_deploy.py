@@ -4,7 +4,6 @@ uses, and the judge image's entry point runs without jax."""
 
 import collections
 import importlib.metadata
-import json
 import pathlib
 import re
 import subprocess
@@ -177,19 +176,7 @@ def judge_image():
     if "grar" not in dists and not dists & allowed:
       blocked.add(top)
   modules = test_import_rules._remote_judge_modules()
-  proc = processes.python_without(f"""
-import importlib, json, sys, traceback
-failed = {{}}
-for name in {modules!r}:
-  try:
-    importlib.import_module(name)
-  except BaseException as e:
-    failed[name] = traceback.format_exception_only(e)[-1].strip()
-files = [getattr(m, "__file__", None) for m in list(sys.modules.values())]
-print(json.dumps([failed, [f for f in files if f]]))
-""", tuple(blocked))
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  failed, files = json.loads(proc.stdout.splitlines()[-1])
+  failed, files = processes.import_without(modules, blocked)
   owners = _owners()
   loaded = {owners[f] for f in files if f in owners} - {"grar"}
   return loaded, failed
