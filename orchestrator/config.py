@@ -58,6 +58,13 @@ class GRPOConfig:
   # zero adapters; its rank and alpha must be lora_rank and lora_alpha. It is
   # the KL reference too: GRPO stays near the policy it started from.
   init_from: str = ""
+  # The per-token estimator of KL(policy || reference) in the loss and the
+  # logged kl. low_var_kl (Schulman's k3, DeepSeekMath's GRPO): r - 1 -
+  # log r with r = p_ref / p, never negative. kl: log p - log p_ref, tunix's
+  # default, unbiased only on the policy's own samples and negative in many
+  # batches, which reads as a bug in metrics.csv. mse_kl: (log p - log
+  # p_ref)^2 / 2.
+  kl_estimator: Literal["low_var_kl", "kl", "mse_kl"] = "low_var_kl"
 
   def __post_init__(self):
     positive(self, "epsilon", "learning_rate", "max_grad_norm", "lora_rank",

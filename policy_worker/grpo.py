@@ -24,6 +24,7 @@ class UpdateConfig:
   learning_rate: float = 1e-3
   max_grad_norm: float = 1.0
   temperature: float = 1.0
+  kl_estimator: str = "low_var_kl"  # tunix's kl_loss_mode
 
 
 class GRPOUpdater:
@@ -38,7 +39,7 @@ class GRPOUpdater:
     self._pad, self._eos = pad_id, eos_id
     self._algo = grpo_learner.GRPOConfig(
         num_generations=config.num_generations, beta=config.beta,
-        epsilon=config.epsilon)
+        epsilon=config.epsilon, kl_loss_mode=config.kl_estimator)
     self._algo.temperature = config.temperature
     tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
                      optax.adamw(config.learning_rate))

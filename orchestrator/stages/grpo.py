@@ -151,7 +151,8 @@ class _Trainer:
             num_generations=cfg.rollout.num_generations, beta=cfg.grpo.beta,
             epsilon=cfg.grpo.epsilon, learning_rate=cfg.grpo.learning_rate,
             max_grad_norm=cfg.grpo.max_grad_norm,
-            temperature=cfg.rollout.temperature))
+            temperature=cfg.rollout.temperature,
+            kl_estimator=cfg.grpo.kl_estimator))
     self.version = 0
     self.source.publish(self.version, self.policy)
     self.unscorable_streak = 0
