@@ -17,7 +17,9 @@ G = 4
 def batch():
   """A tiny policy whose LoRA adapters are moved off zero (so it differs
   from the reference), its rollouts, and the reference's log-probs."""
-  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]).reshape(1, 1),
+  # The policy mesh the other tests use: a jit cache shared within a test
+  # worker must not see one model on two device sets.
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:4]).reshape(1, 4),
                            ("fsdp", "tp"))
   reference, tok = models.build_model(ModelSpec(), mesh)
   policy, _ = models.build_policy(ModelSpec(), mesh, rank=4, alpha=8.0,
