@@ -30,7 +30,8 @@ async def _serve(config: config_lib.JudgeConfig, backend: Backend) -> None:
     loop.add_signal_handler(signal.SIGHUP, handle.reload_tokens)
     if handle.openrlhf_port:
       # stderr: stdout's one line is the "listening" line callers wait for.
-      print(f"grar-judge: openrlhf reward model on http://"
+      scheme = "https" if config.tls.cert_file else "http"
+      print(f"grar-judge: openrlhf reward model on {scheme}://"
             f"{config.openrlhf.host}:{handle.openrlhf_port}{http_face.PATH}",
             file=sys.stderr, flush=True)
     print(f"grar-judge listening on {handle.address}", flush=True)

@@ -250,16 +250,36 @@ class CacheConfig:
 
 @strict.config
 class OpenRLHFConfig:
-  """OpenRLHF's remote reward model protocol, POST /get_reward over HTTP
-  (judge_server.http_face, docs/rubrics.md); port 0: off."""
+  """OpenRLHF's remote reward model protocol, POST /get_reward over HTTP,
+  HTTPS when the judge's tls section is set (judge_server.http_face,
+  docs/rubrics.md); port 0: off."""
   host: str = "127.0.0.1"
   port: int = 0
   rubric_id: str = "general-reasoning"  # for labels that choose no rubric
   # OpenRLHF needs a number for every rollout: an unscorable one gets this,
   # and is listed in the answer's "unscorable" and extra_logs.
   unscorable_reward: float = 0.0
-  max_body_bytes: int = 16 << 20
-  read_timeout_s: float = 120.0  # an idle or stalled connection is dropped
+  max_body_bytes: int = 16 << 20  # a larger body is a 413
+  # A request, header and body, must have arrived this many seconds after
+  # its connection opened, or after the answer before it on a kept-alive
+  # connection; else the connection is closed. A client trickling its bytes
+  # holds a connection this long at most, however it paces them (a timeout
+  # per read never fires on a byte a second). A TLS handshake, and a TLS
+  # close, get as long again. A body of max_body_bytes needs
+  # max_body_bytes / header_deadline_s bytes/s: 1.7 MB/s by default.
+  header_deadline_s: float = 10.0
+  # Connections open at once; one more is closed as soon as it is accepted.
+  max_connections: int = 256
+  # An idle kept-alive connection is closed after this; the deadline closes
+  # it anyway once header_deadline_s passed, so it can be no longer.
+  keepalive_timeout_s: float = 5.0
+  # The answer to a connection's request number max_requests_per_connection
+  # says `Connection: close`, and the connection is closed after it.
+  max_requests_per_connection: int = 1000
+  # Not used: header_deadline_s and keepalive_timeout_s bound what this
+  # bounded. Still a key because every saved run config holds it, and
+  # `--resume` loads them.
+  read_timeout_s: float = 120.0
 
   def __post_init__(self):
     if not 0 <= self.port <= 65535:
@@ -268,10 +288,20 @@ class OpenRLHFConfig:
       raise ValueError("rubric_id: must name a rubric pack")
     if not math.isfinite(self.unscorable_reward):
       raise ValueError("unscorable_reward: must be a finite number")
-    if self.max_body_bytes < 1:
-      raise ValueError("max_body_bytes: must be >= 1")
+    for name in ("max_body_bytes", "max_connections",
+                 "max_requests_per_connection"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name}: must be >= 1")
+    for name in ("header_deadline_s", "keepalive_timeout_s"):
+      if not 0 < getattr(self, name) < math.inf:
+        raise ValueError(f"{name}: must be a finite number > 0")
     if not self.read_timeout_s > 0:
       raise ValueError("read_timeout_s: must be > 0")
+    if self.keepalive_timeout_s > self.header_deadline_s:
+      raise ValueError(
+          f"keepalive_timeout_s: {self.keepalive_timeout_s}, more than "
+          f"header_deadline_s={self.header_deadline_s}, which closes an "
+          "idle connection first")
 
 
 @strict.config

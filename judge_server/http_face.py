@@ -11,23 +11,32 @@ logs (service.Scorer), behind the same bearer tokens: no `Authorization:
 Bearer TOKEN` header is a 401, a full judge a 429 with Retry-After.
 docs/rubrics.md describes the labels and the unscorable fallback.
 
-The face speaks plain HTTP even when the gRPC port has TLS: keep it on
-loopback beside the trainer, or put a TLS proxy in front of it.
+The face speaks HTTPS when the judge's tls section is set, with client
+certificates required when it names client_ca_file, as gRPC does.
 
-HTTP/1.1 is parsed by h11 (already beside httpx), so the face needs no jax
-and no web framework.
+HTTP is aiohttp's low-level server: one maintained package that is both
+the HTTP server and the request/response layer, that runs in the judge's
+own event loop (no second server lifecycle, no signal handlers taken over)
+and whose protocol factory is ours to wrap, which the header deadline
+needs: a request still trickling in never reaches a handler, so only the
+transport can see its time run out (_Connection). So clients hold at most
+max_connections connections in all, each for header_deadline_s per
+request on top of the judge's time, and max_requests_per_connection
+requests.
 """
 
 import asyncio
 import json
+import logging
 import math
 import re
+import ssl
 import time
 import uuid
 from typing import Any, Mapping
 
+from aiohttp import http_exceptions, web
 import grpc
-import h11
 
 from judge_server import rar, scoring, security, service
 from judge_server.config import OpenRLHFConfig
@@ -38,9 +47,21 @@ from protos import contract, judge_pb2
 PATH = "/get_reward"
 HEALTH_PATH = "/health"
 RPC = "get_reward"  # the name metrics and logs give this face's calls
-_READ_CHUNK = 1 << 16
-_MAX_HEADER_BYTES = 16 << 10
 _LABEL_KEYS = ("reference_answer", "rubric_id", "rubric", "aggregation")
+
+
+class _NotParsed(logging.Filter):
+  """aiohttp logs a request it cannot parse as an error, traceback and
+  all; it is the client's, answered 400, and a client sending nonsense
+  must not fill the judge's log. Failures of the face's own stay logged."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (record.exc_info and isinstance(
+        record.exc_info[1], http_exceptions.HttpProcessingError))
+
+
+_AIOHTTP_LOGGER = logging.getLogger("grar.judge.http")
+_AIOHTTP_LOGGER.addFilter(_NotParsed())
 
 
 class Refused(ValueError):
@@ -217,8 +238,65 @@ class RewardFace:
     }
 
 
-class _Closed(Exception):
-  """The client went away or broke HTTP; nothing more can be sent."""
+class _Connection(asyncio.Protocol):
+  """One client connection: aiohttp's protocol for it (`http`), behind the
+  header deadline. Its timer, armed when the connection opens, closes the
+  connection unless the request has been read by then (`read`); each
+  answer arms it again for the next request (`answered`)."""
+
+  def __init__(self, server: "HttpServer"):
+    self._server = server
+    self._transport: asyncio.Transport | None = None
+    self._timer: asyncio.TimerHandle | None = None
+    self.http: asyncio.Protocol | None = None  # None: refused, or closed
+    self.requests = 0
+
+  def connection_made(self, transport: asyncio.Transport) -> None:
+    self._transport = transport
+    self.http = self._server.admit(self)
+    if not self.http:
+      transport.abort()  # at once: a TLS close could wait on the client
+      return
+    self.answered()
+    self.http.connection_made(transport)
+
+  def read(self) -> None:
+    """The request has arrived: the rest is the judge's time."""
+    if self._timer:
+      self._timer.cancel()
+      self._timer = None
+
+  def answered(self) -> None:
+    """The next request's time starts now."""
+    self.read()
+    if self.http:
+      self._timer = asyncio.get_running_loop().call_later(
+          self._server.deadline_s, self._expire)
+
+  def _expire(self) -> None:
+    self._timer = None
+    self._server.dropped("deadline")
+    self._transport.abort()
+
+  def data_received(self, data: bytes) -> None:
+    if self.http:
+      self.http.data_received(data)
+
+  def eof_received(self) -> bool | None:
+    return self.http.eof_received() if self.http else None
+
+  def pause_writing(self) -> None:
+    self.http.pause_writing()
+
+  def resume_writing(self) -> None:
+    self.http.resume_writing()
+
+  def connection_lost(self, exc: Exception | None) -> None:
+    self.read()
+    if self.http:
+      http, self.http = self.http, None
+      self._server.closed(http)
+      http.connection_lost(exc)
 
 
 class HttpServer:
@@ -226,125 +304,133 @@ class HttpServer:
   one of `tokens` when there are any, /health never does."""
 
   def __init__(self, cfg: OpenRLHFConfig, scorer: service.Scorer,
-               tokens: tuple[bytes, ...]):
+               tokens: security.TokenSet,
+               context: ssl.SSLContext | None = None):
     self._face = RewardFace(cfg, scorer)
     self._cfg = cfg
-    self._tokens = tokens
+    self._tokens = tokens  # a TokenSet: token_problem sees the file's now
+    self._context = context
     self._observer = scorer.observer
-    self._server: asyncio.Server | None = None
-    self._connections: set[asyncio.Task] = set()
-    self._answering: set[asyncio.Task] = set()  # between request and reply
+    self._metrics = scorer.observer.metrics
+    self.deadline_s = cfg.header_deadline_s
+    self._listener: asyncio.Server | None = None
+    self._web: web.Server | None = None
+    self._open: dict[asyncio.Protocol, _Connection] = {}  # by their http
     self._stopping = False
     self.port = 0
 
   async def start(self) -> None:
+    # lingering_time: a refused request's unread body is read (and dropped)
+    # for so long, so that its client gets to read the answer; the deadline
+    # bounds it as well.
+    self._web = web.Server(
+        self._handle, keepalive_timeout=self._cfg.keepalive_timeout_s,
+        lingering_time=self._cfg.header_deadline_s, access_log=None,
+        logger=_AIOHTTP_LOGGER)
+    loop = asyncio.get_running_loop()
     try:
-      self._server = await asyncio.start_server(
-          self._connection, self._cfg.host, self._cfg.port)
+      self._listener = await loop.create_server(
+          lambda: _Connection(self), self._cfg.host, self._cfg.port,
+          ssl=self._context,
+          **({"ssl_handshake_timeout": self._cfg.header_deadline_s,
+              "ssl_shutdown_timeout": self._cfg.header_deadline_s}
+             if self._context else {}))
     except OSError as e:
       raise OSError(f"openrlhf.port: cannot listen on {self._cfg.host}:"
                     f"{self._cfg.port}: {e.strerror}") from None
-    self.port = self._server.sockets[0].getsockname()[1]
+    self.port = self._listener.sockets[0].getsockname()[1]
 
   async def stop(self, grace: float | None) -> None:
     """Stops listening and drops idle connections; requests being answered
     get `grace` seconds to finish (their answers close their connections),
     then are dropped too."""
     self._stopping = True
-    self._server.close()
-    await self._server.wait_closed()
-    for task in self._connections - self._answering:
-      task.cancel()
-    if self._answering:
-      await asyncio.wait(self._answering, timeout=grace)
-    for task in self._connections:
-      task.cancel()
+    self._listener.close()
+    self._web.pre_shutdown()
+    await self._web.shutdown(grace)
+    await self._listener.wait_closed()
 
-  async def _connection(self, reader: asyncio.StreamReader,
-                        writer: asyncio.StreamWriter) -> None:
-    self._connections.add(asyncio.current_task())
-    conn = h11.Connection(h11.SERVER,
-                          max_incomplete_event_size=_MAX_HEADER_BYTES)
+  def admit(self, connection: _Connection) -> asyncio.Protocol | None:
+    """aiohttp's protocol for a new connection; None when max_connections
+    are open already."""
+    if len(self._open) >= self._cfg.max_connections:
+      self.dropped("max_connections")
+      return None
+    http = self._web()
+    self._open[http] = connection
+    self._metrics.http_connections.inc()
+    return http
+
+  def closed(self, http: asyncio.Protocol) -> None:
+    del self._open[http]
+    self._metrics.http_connections.dec()
+
+  def dropped(self, reason: str) -> None:
+    self._metrics.http_dropped.labels(reason).inc()
+
+  async def _handle(self, request: web.BaseRequest) -> web.Response:
+    connection = self._open.get(request.protocol)
+    if connection is None:  # closed between its request's arrival and now
+      raise web.HTTPServiceUnavailable()
+    connection.requests += 1
     try:
-      while conn.our_state is not h11.MUST_CLOSE:
-        event = await self._next(conn, reader)
-        if not isinstance(event, h11.Request):
-          break
-        self._answering.add(asyncio.current_task())
-        status, body, headers = await self._answer(conn, reader, event)
-        self._send(conn, writer, status, body, headers)
-        await writer.drain()
-        self._answering.discard(asyncio.current_task())
-        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
-          conn.start_next_cycle()
-    except h11.RemoteProtocolError as e:
-      if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-        self._send(conn, writer, e.error_status_hint,
-                   {"error": f"http: {e}"})
-    except (_Closed, ConnectionError, TimeoutError):
-      pass
+      status, payload, headers = await self._answer(request, connection)
+    except (ConnectionError, web.RequestPayloadError):
+      # The client went, or its deadline closed the connection, mid-body.
+      # An HTTP error, unlike any other exception, is not logged as the
+      # face's failure; and there is nobody to send it to.
+      raise web.HTTPServiceUnavailable() from None
     finally:
-      self._connections.discard(asyncio.current_task())
-      self._answering.discard(asyncio.current_task())
-      writer.close()
+      connection.answered()
+    response = web.Response(status=status, body=json.dumps(payload).encode(),
+                            content_type="application/json", headers=headers)
+    if (not request.content.is_eof() or self._stopping
+        or connection.requests >= self._cfg.max_requests_per_connection):
+      # The request's body was not read to its end, so the connection cannot
+      # carry another request; or the server is stopping; or the connection
+      # has served its share: this answer is its last.
+      response.force_close()
+    return response
 
-  async def _next(self, conn: h11.Connection, reader: asyncio.StreamReader):
-    while True:
-      event = conn.next_event()
-      if event is not h11.NEED_DATA:
-        return event
-      try:
-        data = await asyncio.wait_for(reader.read(_READ_CHUNK),
-                                      self._cfg.read_timeout_s)
-      except TimeoutError:
-        raise _Closed() from None
-      conn.receive_data(data)
-
-  async def _body(self, conn: h11.Connection, reader: asyncio.StreamReader,
-                  request: h11.Request) -> bytes:
+  async def _body(self, request: web.BaseRequest) -> bytes:
     limit = self._cfg.max_body_bytes
-    for name, value in request.headers:
-      if name == b"content-length" and int(value) > limit:
-        raise Refused(f"body: {int(value)} bytes, more than "
-                         f"openrlhf.max_body_bytes={limit}", 413)
+    if (request.content_length or 0) > limit:
+      raise Refused(f"body: {request.content_length} bytes, more than "
+                       f"openrlhf.max_body_bytes={limit}", 413)
     chunks, size = [], 0
-    while True:
-      event = await self._next(conn, reader)
-      if isinstance(event, h11.EndOfMessage):
-        return b"".join(chunks)
-      if not isinstance(event, h11.Data):
-        raise _Closed()
-      size += len(event.data)
+    async for chunk in request.content.iter_any():
+      size += len(chunk)
       if size > limit:
         raise Refused(f"body: more than openrlhf.max_body_bytes={limit} "
                          "bytes", 413)
-      chunks.append(event.data)
+      chunks.append(chunk)
+    return b"".join(chunks)
 
-  def _authorize(self, request: h11.Request) -> None:
+  def _authorize(self, request: web.BaseRequest) -> None:
     """Refused (401) unless the request carries one of the tokens; the body
     of a refused request is never read."""
     if not self._tokens:
       return
-    values = [v for k, v in request.headers if k == b"authorization"]
     problem = security.token_problem(
-        self._tokens, values[0].decode("latin-1") if values else None)
+        self._tokens, request.headers.get("authorization"))
     if problem:
       raise Refused(problem, 401, (("www-authenticate", "Bearer"),))
 
-  async def _answer(self, conn: h11.Connection, reader: asyncio.StreamReader,
-                    request: h11.Request) -> tuple[int, dict, tuple]:
+  async def _answer(self, request: web.BaseRequest,
+                    connection: _Connection) -> tuple[int, dict, tuple]:
     """(status, JSON body, extra headers) of the answer to `request`."""
-    path = request.target.split(b"?")[0].decode("ascii", "replace")
-    if path == HEALTH_PATH and request.method == b"GET":
+    path = request.path
+    if path == HEALTH_PATH and request.method == "GET":
       return 200, {"status": "serving"}, ()
     if path != PATH:
       return 404, {"error": f"path: {path} is not served; POST {PATH}"}, ()
-    if request.method != b"POST":
-      return 405, {"error": f"method: {request.method.decode()} {PATH}; use "
+    if request.method != "POST":
+      return 405, {"error": f"method: {request.method} {PATH}; use "
                             "POST"}, ()
     try:
       self._authorize(request)
-      body = await self._body(conn, reader, request)
+      body = await self._body(request)
+      connection.read()
       try:
         payload = json.loads(body)
       except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -354,24 +440,22 @@ class HttpServer:
       self._observer.refused(RPC, _REFUSAL_CODES[e.status], str(e))
       return e.status, {"error": str(e)}, e.headers
 
-  def _send(self, conn: h11.Connection, writer: asyncio.StreamWriter,
-            status: int, payload: dict, extra_headers=()) -> None:
-    body = json.dumps(payload).encode()
-    headers = [("content-type", "application/json"),
-               ("content-length", str(len(body))), *extra_headers]
-    if conn.their_state is not h11.DONE or self._stopping:
-      # The request's body was not read to its end, so the connection cannot
-      # carry another request; or the server is stopping, and this answer
-      # is the connection's last.
-      headers.append(("connection", "close"))
-    writer.write(conn.send(h11.Response(status_code=status, headers=headers)))
-    writer.write(conn.send(h11.Data(data=body)))
-    writer.write(conn.send(h11.EndOfMessage()))
+
+def reported_limits(cfg: OpenRLHFConfig) -> dict[str, float]:
+  """The face's limits as GetInfo reports them (judge_pb2.Limits'
+  openrlhf_* fields); none when the face is off."""
+  if not cfg.port:
+    return {}
+  return {f"openrlhf_{name}": getattr(cfg, name) for name in (
+      "max_body_bytes", "max_connections", "max_requests_per_connection",
+      "header_deadline_s", "keepalive_timeout_s")}
 
 
 async def start(cfg: OpenRLHFConfig, scorer: service.Scorer,
-                tokens: tuple[bytes, ...]) -> HttpServer:
-  """Serves /get_reward on cfg.host:cfg.port (which must not be 0)."""
-  server = HttpServer(cfg, scorer, tokens)
+                tokens: security.TokenSet,
+                context: ssl.SSLContext | None = None) -> HttpServer:
+  """Serves /get_reward on cfg.host:cfg.port (which must not be 0), over
+  HTTPS with `context` (security.ssl_context)."""
+  server = HttpServer(cfg, scorer, tokens, context)
   await server.start()
   return server

@@ -1,5 +1,6 @@
-"""What the judge tells its operators: Prometheus metrics over HTTP and a log
-line per result and per refused call.
+"""What the judge tells its operators: Prometheus metrics over HTTP (HTTPS
+with the judge's tls section) and a log line per result and per refused
+call.
 
 Each server has its own CollectorRegistry, so several judges in one process
 (tests, the trainer's in-process placement) keep their numbers apart.
@@ -8,11 +9,16 @@ Each server has its own CollectorRegistry, so several judges in one process
 import datetime
 import json
 import logging
+import socket
+import ssl
 import sys
+import threading
 from typing import Callable
+from wsgiref.simple_server import WSGIRequestHandler
 
 import grpc
 import prometheus_client
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from judge_server.backends.base import Backend, Judgement
 from judge_server.config import MetricsConfig
@@ -31,6 +37,10 @@ ERROR_CLASSES = ("infrastructure", "unparseable", "invalid_argument",
 _REFUSALS = {grpc.StatusCode.INVALID_ARGUMENT: "invalid_argument",
              grpc.StatusCode.UNAUTHENTICATED: "unauthenticated",
              grpc.StatusCode.RESOURCE_EXHAUSTED: "resource_exhausted"}
+# Why the HTTP face closed a connection its client had not closed:
+# max_connections, one too many; deadline, a request that had not arrived
+# within openrlhf.header_deadline_s.
+DROP_REASONS = ("max_connections", "deadline")
 # From a cache hit (well under a millisecond) to a long queue on a 12B judge.
 _LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5,
                     10, 30, 60, 120)
@@ -71,10 +81,19 @@ class Metrics:
     self.errors = prometheus_client.Counter(
         "grar_judge_errors",
         "Unscorable rollouts and refused calls, by class", ("class",), **kw)
+    self.http_connections = prometheus_client.Gauge(
+        "grar_judge_http_connections", "Connections open to the HTTP face",
+        **kw)
+    self.http_dropped = prometheus_client.Counter(
+        "grar_judge_http_connections_dropped",
+        "Connections the HTTP face closed unasked, by reason", ("reason",),
+        **kw)
     for name in ERROR_CLASSES:  # present from the start, at 0
       self.errors.labels(name)
     for status in ("scored", "unscorable"):
       self.results.labels(status)
+    for reason in DROP_REASONS:
+      self.http_dropped.labels(reason)
 
 
 class InstrumentedBackend(Backend):
@@ -133,16 +152,54 @@ class Observer:
                  "missing or unknown bearer token")
 
 
-def serve_metrics(config: MetricsConfig, registry) -> Callable[[], None]:
-  """Serves /metrics when config.port is set; returns what stops it."""
+class _QuietHandler(WSGIRequestHandler):
+  def log_message(self, format, *args) -> None:
+    """A line per scrape would drown the judge's own lines."""
+
+
+class _MetricsServer(ThreadingWSGIServer):
+  """prometheus_client's metrics server (start_http_server's), but with
+  TLS in each connection's own thread: its handshake happens at the first
+  read, so a client that never finishes one holds that thread only, not
+  the accept loop (prometheus_client's own TLS handshakes in accept)."""
+
+  def __init__(self, config: MetricsConfig, registry,
+               context: ssl.SSLContext | None):
+    # IPv6 hosts too: the address family of the host, as prometheus_client.
+    self.address_family = socket.getaddrinfo(
+        config.host, config.port, type=socket.SOCK_STREAM,
+        flags=socket.AI_PASSIVE)[0][0]
+    self._context = context
+    super().__init__((config.host, config.port), _QuietHandler)
+    self.set_app(prometheus_client.make_wsgi_app(registry))
+
+  def get_request(self):
+    sock, address = super().get_request()
+    if self._context:
+      sock = self._context.wrap_socket(sock, server_side=True,
+                                       do_handshake_on_connect=False)
+    return sock, address
+
+  def handle_error(self, request, client_address) -> None:
+    """A failed handshake or a client gone is the client's business."""
+    if not isinstance(sys.exc_info()[1], OSError):
+      super().handle_error(request, client_address)
+
+
+def serve_metrics(config: MetricsConfig, registry,
+                  context: ssl.SSLContext | None = None) -> Callable[[], None]:
+  """Serves /metrics when config.port is set, over HTTPS with `context`
+  (security.ssl_context); returns what stops it."""
   if not config.port:
     return lambda: None
   try:
-    httpd, thread = prometheus_client.start_http_server(
-        config.port, addr=config.host, registry=registry)
+    httpd = _MetricsServer(config, registry, context)
   except OSError as e:
     raise OSError(f"metrics: cannot listen on {config.host}:{config.port}: "
                   f"{e.strerror}") from None
+  thread = threading.Thread(target=httpd.serve_forever, name="grar-metrics",
+                            daemon=True)
+  thread.start()
 
   def stop() -> None:
     httpd.shutdown()

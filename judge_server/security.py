@@ -13,6 +13,7 @@ import hmac
 import logging
 import os
 import pathlib
+import ssl
 import stat
 import time
 from typing import Callable, Iterator
@@ -185,6 +186,34 @@ def server_credentials(tls: TLSConfig) -> grpc.ServerCredentials | None:
       require_client_auth=client_ca is not None)
 
 
+def ssl_context(tls: TLSConfig) -> ssl.SSLContext | None:
+  """The HTTP ports' TLS (the OpenRLHF face, metrics), as
+  server_credentials is gRPC's: None for plaintext; client_ca_file makes
+  client certificates required."""
+  if not tls.cert_file:
+    return None
+  read_file("tls.cert_file", tls.cert_file)  # the same errors as gRPC's
+  read_file("tls.key_file", tls.key_file)
+  context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+  try:
+    context.load_cert_chain(tls.cert_file, tls.key_file)
+  except ssl.SSLError as e:
+    raise ConfigError(f"tls.cert_file: {tls.cert_file} with tls.key_file: "
+                      f"{tls.key_file}: not a PEM chain and its key: "
+                      f"{e.reason or e}") from None
+  if tls.client_ca_file:
+    field = "tls.client_ca_file"
+    try:
+      context.load_verify_locations(cadata=read_file(
+          field, tls.client_ca_file).decode("ascii", "replace"))
+    except (ssl.SSLError, ValueError) as e:  # ValueError: an empty file
+      raise ConfigError(f"{field}: {tls.client_ca_file}: not PEM "
+                        f"certificates: {getattr(e, 'reason', '') or e}"
+                        ) from None
+    context.verify_mode = ssl.CERT_REQUIRED
+  return context
+
+
 def _refusal(handler: grpc.RpcMethodHandler,
              details: str) -> grpc.RpcMethodHandler:
   """A handler of `handler`'s kind that refuses the call unread: no
@@ -209,7 +238,9 @@ def token_problem(tokens: "TokenSet | tuple[bytes, ...]", value) -> str:
     return f"{AUTHORIZATION}: missing; send 'Bearer TOKEN'"
   if not isinstance(value, str) or value[:len(_SCHEME)].lower() != _SCHEME:
     return f"{AUTHORIZATION}: expected 'Bearer TOKEN'"
-  given = value[len(_SCHEME):].strip().encode()
+  # Header bytes that are not UTF-8 reach here as surrogates (aiohttp):
+  # a wrong token like any other.
+  given = value[len(_SCHEME):].strip().encode("utf-8", "surrogateescape")
   valid = False
   for token in tokens:  # all of them, so the time says nothing
     valid |= hmac.compare_digest(token, given)

@@ -60,7 +60,7 @@ class Handle:
   """A serving judge. `stop` finishes in-flight work of both faces within
   `grace` seconds, then judges what was already submitted; the backend
   stays the caller's. `metrics` holds its Prometheus metrics, served over
-  HTTP when config.metrics.port is set; `openrlhf_port` is the HTTP face's
+  HTTP (HTTPS with config.tls) when config.metrics.port is set; `openrlhf_port` is the HTTP face's
   port, 0 when it is off."""
   port: int
   address: str
@@ -96,6 +96,7 @@ def check(config: JudgeConfig) -> None:
     http_face.check(config.openrlhf, packs)
   security.load_tokens(config.auth)
   security.server_credentials(config.tls)
+  security.ssl_context(config.tls)
   cache_lib.check(config.cache)
 
 
@@ -114,6 +115,7 @@ async def start(config: JudgeConfig, backend: Backend) -> Handle:
   observer = observability.Observer(backend.name, lambda: admission.depth)
   tokens = security.TokenSet(config.auth)  # re-read when the file changes
   credentials = security.server_credentials(config.tls)
+  context = security.ssl_context(config.tls)  # the HTTP ports' TLS
   # Metrics time each try; deadlines, retries and the breaker wrap the tries.
   batcher = MicroBatcher(
       resilience.Resilient(
@@ -135,7 +137,9 @@ async def start(config: JudgeConfig, backend: Backend) -> Handle:
                           config.default_aggregation, admission, observer,
                           config.backend.criteria)
   judge_pb2_grpc.add_JudgeServiceServicer_to_server(
-      service.JudgeServicer(backend, scorer), server)
+      service.JudgeServicer(backend, scorer,
+                            http_face.reported_limits(config.openrlhf)),
+      server)
   health_servicer = health.aio.HealthServicer()
   health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
   reflection.enable_server_reflection(
@@ -148,8 +152,8 @@ async def start(config: JudgeConfig, backend: Backend) -> Handle:
     raise OSError(f"cannot listen on {wanted} (in use, or not an address "
                   "of this machine)") from None
   async with contextlib.AsyncExitStack() as undo:  # unwound on a failure
-    stop_metrics = observability.serve_metrics(config.metrics,
-                                               observer.metrics.registry)
+    stop_metrics = observability.serve_metrics(
+        config.metrics, observer.metrics.registry, context)
     undo.callback(stop_metrics)
     batcher.start()
     undo.push_async_callback(batcher.close)
@@ -157,7 +161,8 @@ async def start(config: JudgeConfig, backend: Backend) -> Handle:
     undo.push_async_callback(server.stop, None)
     face = None
     if config.openrlhf.port:
-      face = await http_face.start(config.openrlhf, scorer, tokens)
+      face = await http_face.start(config.openrlhf, scorer, tokens,
+                                   context)
     for name in ("", contract.SERVICE_NAME):
       await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     undo.pop_all()

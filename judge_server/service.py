@@ -119,10 +119,14 @@ class Scorer:
 
 
 class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
+  """`http_limits`: what GetInfo reports of the HTTP face's limits, as
+  fields of judge_pb2.Limits (http_face.reported_limits)."""
 
-  def __init__(self, backend: Backend, scorer: Scorer):
+  def __init__(self, backend: Backend, scorer: Scorer,
+               http_limits: Mapping[str, float]):
     self._backend = backend
     self._scorer = scorer
+    self._http_limits = http_limits
     self._limits = scorer.limits
     self._admission = scorer.admission
     self._observer = scorer.observer
@@ -248,12 +252,14 @@ class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
         rubrics=[judge_pb2.RubricInfo(id=r.id, version=r.version,
                                       num_criteria=len(r.criteria))
                  for r in sorted(scorer.packs.values(), key=lambda r: r.id)],
-        # Every field of the limits config under its own name, and the
-        # batcher's. A field of Limits the proto lacks goes unreported
-        # (tests/test_getinfo_limits.py fails on it), never fails GetInfo.
+        # Every field of the limits config under its own name, the
+        # batcher's and the HTTP face's. A field of Limits the proto lacks
+        # goes unreported (tests/test_getinfo_limits.py fails on it), never
+        # fails GetInfo.
         limits=judge_pb2.Limits(
             max_batch=scorer.batcher.max_batch,
             max_calls_in_flight=self._backend.max_calls_in_flight,
+            **self._http_limits,
             **{f.name: getattr(limits, f.name)
                for f in dataclasses.fields(limits)
                if f.name in _REPORTED_LIMITS}),

@@ -138,7 +138,7 @@ class RubricInfo(_message.Message):
     def __init__(self, id: _Optional[str] = ..., version: _Optional[int] = ..., num_criteria: _Optional[int] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_batch", "max_prompt_chars", "max_completion_chars", "max_criteria", "max_requests_per_batch_call", "max_reference_chars", "max_rollout_id_chars", "max_message_bytes", "max_concurrent_streams", "max_queue_depth", "retry_after_ms", "max_calls_in_flight")
+    __slots__ = ("max_batch", "max_prompt_chars", "max_completion_chars", "max_criteria", "max_requests_per_batch_call", "max_reference_chars", "max_rollout_id_chars", "max_message_bytes", "max_concurrent_streams", "max_queue_depth", "retry_after_ms", "max_calls_in_flight", "openrlhf_max_body_bytes", "openrlhf_max_connections", "openrlhf_max_requests_per_connection", "openrlhf_header_deadline_s", "openrlhf_keepalive_timeout_s")
     MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
     MAX_PROMPT_CHARS_FIELD_NUMBER: _ClassVar[int]
     MAX_COMPLETION_CHARS_FIELD_NUMBER: _ClassVar[int]
@@ -151,6 +151,11 @@ class Limits(_message.Message):
     MAX_QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
     RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
     MAX_CALLS_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    OPENRLHF_MAX_BODY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    OPENRLHF_MAX_CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
+    OPENRLHF_MAX_REQUESTS_PER_CONNECTION_FIELD_NUMBER: _ClassVar[int]
+    OPENRLHF_HEADER_DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
+    OPENRLHF_KEEPALIVE_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     max_batch: int
     max_prompt_chars: int
     max_completion_chars: int
@@ -163,7 +168,12 @@ class Limits(_message.Message):
     max_queue_depth: int
     retry_after_ms: int
     max_calls_in_flight: int
-    def __init__(self, max_batch: _Optional[int] = ..., max_prompt_chars: _Optional[int] = ..., max_completion_chars: _Optional[int] = ..., max_criteria: _Optional[int] = ..., max_requests_per_batch_call: _Optional[int] = ..., max_reference_chars: _Optional[int] = ..., max_rollout_id_chars: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_concurrent_streams: _Optional[int] = ..., max_queue_depth: _Optional[int] = ..., retry_after_ms: _Optional[int] = ..., max_calls_in_flight: _Optional[int] = ...) -> None: ...
+    openrlhf_max_body_bytes: int
+    openrlhf_max_connections: int
+    openrlhf_max_requests_per_connection: int
+    openrlhf_header_deadline_s: float
+    openrlhf_keepalive_timeout_s: float
+    def __init__(self, max_batch: _Optional[int] = ..., max_prompt_chars: _Optional[int] = ..., max_completion_chars: _Optional[int] = ..., max_criteria: _Optional[int] = ..., max_requests_per_batch_call: _Optional[int] = ..., max_reference_chars: _Optional[int] = ..., max_rollout_id_chars: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_concurrent_streams: _Optional[int] = ..., max_queue_depth: _Optional[int] = ..., retry_after_ms: _Optional[int] = ..., max_calls_in_flight: _Optional[int] = ..., openrlhf_max_body_bytes: _Optional[int] = ..., openrlhf_max_connections: _Optional[int] = ..., openrlhf_max_requests_per_connection: _Optional[int] = ..., openrlhf_header_deadline_s: _Optional[float] = ..., openrlhf_keepalive_timeout_s: _Optional[float] = ...) -> None: ...
 
 class GetInfoResponse(_message.Message):
     __slots__ = ("backend", "model", "rubrics", "limits", "default_aggregation")

@@ -1,7 +1,8 @@
 """GetInfo reports every limit the server enforces: each field of the
-`limits` config under its own name, and the batcher's max_batch and
-max_calls_in_flight, seen from a real `python -m judge_server` process
-started with none of them at its default (the openai backend pointed at a
+`limits` config under its own name, the batcher's max_batch and
+max_calls_in_flight, and the OpenRLHF HTTP face's (openrlhf_*), seen from a
+real `python -m judge_server` process started with none of them at its
+default (the openai backend pointed at a
 port where nothing listens: no jax, and GetInfo never reaches it).
 
 A field added to judge_server.config.Limits without being added to the
@@ -13,11 +14,14 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 import grpc
 import pytest
 
-from judge_server.config import Limits
+from judge_server.config import Limits, OpenRLHFConfig
 from protos import judge_pb2, judge_pb2_grpc
 import processes
 
 BATCHER = {"max_batch": 3, "max_calls_in_flight": 5}
+HTTP_FACE = {"max_body_bytes": 12345, "max_connections": 17,
+             "max_requests_per_connection": 9, "header_deadline_s": 7.5,
+             "keepalive_timeout_s": 2.5}
 
 
 def _non_default(i: int, field: dataclasses.Field):
@@ -41,7 +45,8 @@ def info(tmp_path_factory) -> judge_pb2.GetInfoResponse:
                            f"http://127.0.0.1:{processes.free_port()}/v1",
                        "model": "nobody",
                        "max_calls_in_flight": BATCHER["max_calls_in_flight"]}},
-       "limits": LIMITS},
+       "limits": LIMITS,
+       "openrlhf": {"port": processes.free_port(), **HTTP_FACE}},
       tmp_path_factory.mktemp("judge"))
   try:
     target = processes.judge_address(proc)
@@ -67,10 +72,17 @@ def test_the_batchers_limits_are_reported(info):
     assert getattr(info.limits, name) == value, name
 
 
+def test_the_http_faces_limits_are_reported(info):
+  defaults = OpenRLHFConfig()
+  for name, value in HTTP_FACE.items():
+    assert value != getattr(defaults, name), name
+    assert getattr(info.limits, f"openrlhf_{name}") == value, name
+
+
 def test_every_reported_limit_is_checked_here():
   reported = set(judge_pb2.Limits.DESCRIPTOR.fields_by_name)
   assert reported == {f.name for f in dataclasses.fields(Limits)} | set(
-      BATCHER)
+      BATCHER) | {f"openrlhf_{name}" for name in HTTP_FACE}
 
 
 # The Limits message as the proto had it before GetInfo reported every limit.
