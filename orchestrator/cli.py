@@ -25,7 +25,9 @@ def _claim_devices(cfg) -> None:
   virtual devices (the flag only shapes the CPU platform, harmless
   elsewhere). With the judge in its own process, the trainer must leave the
   judge's devices alone: it claims the first mesh.policy.size of them.
+  Both use jax's persistent compilation cache (devices.use_compile_cache).
   """
+  devices.use_compile_cache()
   if cfg.judge.placement == "subprocess":
     os.environ.update(devices.process_env(
         devices.detect_platform(), 0, cfg.mesh.policy.size,
@@ -38,6 +40,7 @@ def _claim_devices(cfg) -> None:
 def _stage(args) -> int:
   """`grar sft` / `grar simpo`: one training stage on the policy mesh."""
   import importlib
+  devices.use_compile_cache()  # jax reads its settings as it loads
   stage = importlib.import_module(f"orchestrator.stages.{args.command}")
   cfg = stage.load(args.config, args.set)
   devices.ask_cpu_devices(cfg.mesh.size)

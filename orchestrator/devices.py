@@ -9,7 +9,10 @@ variables on TPU, a virtual device count on CPU.
 
 import os
 import pathlib
+import sys
 from typing import Literal
+
+from grar_config import model as model_config
 
 Platform = Literal["cpu", "gpu", "tpu"]
 
@@ -67,3 +70,59 @@ def ask_cpu_devices(needed: int) -> None:
   if "xla_force_host_platform_device_count" not in flags:
     os.environ["XLA_FLAGS"] = (
         f"{flags} --xla_force_host_platform_device_count={needed}".strip())
+
+
+# jax's persistent compilation cache: every new process would otherwise
+# compile generation, scoring and the update again (minutes on a CPU host).
+# Set as environment variables before jax loads, so the judge server's
+# process (which inherits this environment) uses the same cache.
+COMPILE_CACHE_VAR = "GRAR_COMPILE_CACHE"
+_OFF = ("", "0", "off", "false", "no")
+_ON = ("1", "on", "true", "yes")
+_JAX_TYPES = {"JAX_COMPILATION_CACHE_DIR": str,
+              "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": float,
+              "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": int}
+
+
+def compile_cache_env() -> dict[str, str]:
+  """The jax variables that turn on its persistent compilation cache in
+  $GRAR_CACHE/jax-compile, or in GRAR_COMPILE_CACHE when that names a
+  directory; none when GRAR_COMPILE_CACHE is 0 (or off, false, no, empty)
+  or the user set JAX_COMPILATION_CACHE_DIR (jax uses theirs as it is).
+
+  Every program is cached, however quickly it compiled: on a CPU host a
+  read is faster than even a small compile. jax keys an entry on the
+  program, the jax and XLA versions, the XLA flags and the devices (their
+  number and kind too), so an entry made for another device count or model
+  is never used, only left unused; the directory is safe to delete.
+  """
+  environ = os.environ
+  if "JAX_COMPILATION_CACHE_DIR" in environ:
+    return {}
+  setting = environ.get(COMPILE_CACHE_VAR)
+  if setting is not None and setting.strip().lower() in _OFF:
+    return {}
+  if setting is None or setting.strip().lower() in _ON:
+    directory = model_config.cache_dir() / "jax-compile"
+  else:
+    directory = pathlib.Path(setting.strip()).expanduser()
+  wanted = {"JAX_COMPILATION_CACHE_DIR": str(directory),
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+            # -1: no size floor, and jax does not pick one of its own.
+            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1"}
+  return {k: v for k, v in wanted.items() if k not in environ}
+
+
+def use_compile_cache() -> str | None:
+  """Turns on jax's persistent compilation cache for this process and the
+  processes it starts (compile_cache_env). Best before jax loads, since jax
+  reads these variables as it loads; should it be loaded already, they are
+  given to its config as well. Returns the cache directory jax will use,
+  None when there is none."""
+  env = compile_cache_env()
+  os.environ.update(env)
+  jax = sys.modules.get("jax")
+  if jax is not None:
+    for name, value in env.items():
+      jax.config.update(name.lower(), _JAX_TYPES[name](value))
+  return os.environ.get("JAX_COMPILATION_CACHE_DIR") or None
