@@ -224,12 +224,18 @@ class RayConfig:
   judge_replica: ActorResources = ActorResources()
   # For the actors to be ready: placed, models built, judges listening.
   startup_timeout_s: float = 300.0
+  # Times Ray restarts a judge replica whose process died (-1: always), so
+  # that one crash or preemption does not shrink the pool for the whole run.
+  judge_replica_restarts: int = 3
 
   def __post_init__(self):
     for name in ("rollout_workers", "judge_replicas"):
       if getattr(self, name) < 0:
         raise ValueError(f"{name}: must be >= 0")
     positive(self, "startup_timeout_s")
+    if self.judge_replica_restarts < -1:
+      raise ValueError("judge_replica_restarts: must be >= 0, or -1 for "
+                       f"without limit, got {self.judge_replica_restarts}")
 
   @property
   def used(self) -> bool:

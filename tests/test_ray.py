@@ -1,10 +1,16 @@
 """Scale-out on a real local Ray cluster (127.0.0.1): rollout worker actors,
 judge replica actors serving the real judge over gRPC, and the trainer as
 the driver. One judge replica is killed mid-run; every rollout must still be
-judged exactly once, from versions within the staleness bound."""
+judged exactly once, from versions within the staleness bound. A replica
+whose process dies is restarted by Ray and takes work again; the replica
+pool's rejoining is also tested on real judge servers without Ray. Judges
+that need no model use the gemini backend against the local Gemini
+stand-in (tests/gemini_standin.py): the Gemini API cannot be reached from
+here."""
 
 import collections
 import contextlib
+import dataclasses
 import os
 import pathlib
 import re
@@ -18,13 +24,19 @@ import time
 import pytest
 import ray
 
+from judge_server import server as judge_server_lib
+from judge_server.backends import factory as backend_factory
+from judge_server.config import JudgeConfig
 from orchestrator import config as config_lib
 from orchestrator.rundir import journal as journal_lib
 from orchestrator.scaleout import cluster as ray_cluster
 from orchestrator.judge import replicas as ray_judges
+from orchestrator.judge.pool import JudgePool
 from orchestrator.rundir import layout as run_dir_lib
 from orchestrator.stages import grpo as trainer
-from orchestrator.judge.client import UNAVAILABLE
+from orchestrator.judge.client import UNAVAILABLE, request_from_row
+from protos import judge_pb2
+import gemini_standin
 import processes
 
 STEPS = 3
@@ -60,7 +72,10 @@ def cluster(tmp_path_factory):
          "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
          "--num-cpus=4", "--include-dashboard=false", "--disable-usage-stats",
          f"--temp-dir={directory}"],
-        stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        # The actors' processes inherit it: the stand-in's key for replicas
+        # of the gemini backend.
+        env=os.environ | {gemini_standin.KEY_ENV: gemini_standin.KEY})
   try:
     _wait_listening(head, port, log, 120)
     ray.init(address=f"127.0.0.1:{port}", namespace=ray_cluster.NAMESPACE)
@@ -133,6 +148,69 @@ def test_training_survives_a_judge_replica_dying(cluster, tmp_path):
     assert e["policy_version"] == e["step"] - 1 - e["staleness"]
 
 
+def _requests(tag: str) -> list[judge_pb2.ScoreRequest]:
+  row = {"prompt": "What is 2 + 2?", "completion": "<answer>4</answer>",
+         "rubric_id": "math-solution", "aggregation": "implicit"}
+  return [request_from_row(row, f"{tag}-{i}") for i in range(4)]
+
+
+def _all_scored(results: dict) -> bool:
+  return all(r.status == judge_pb2.SCORED for r in results.values())
+
+
+def _back_at(capsys, index: int) -> list[str]:
+  return re.findall(rf"grar: judge replica {index} back at (\S+)",
+                    capsys.readouterr().err)
+
+
+def test_a_lost_replica_takes_work_again_where_it_is_found(monkeypatch,
+                                                            capsys):
+  """Without Ray: the one replica stops and another judge serves in its
+  place; the call that finds it lost waits for it and is answered."""
+  monkeypatch.setenv(gemini_standin.KEY_ENV, gemini_standin.KEY)
+  with gemini_standin.serving() as standin:
+    cfg = JudgeConfig(backend=gemini_standin.backend_config(standin),
+                      host="127.0.0.1", port=0)
+    with judge_server_lib.on_loopback(
+        cfg, backend_factory.build(cfg.backend)) as second:
+      first = judge_server_lib.run_in_thread(
+          cfg, backend_factory.build(cfg.backend))
+      with JudgePool([first.address], 60,
+                     locate=lambda i, _: second) as pool:
+        try:
+          assert _all_scored(pool.score(_requests("before")))
+          retries = pool.retries
+        finally:
+          first.stop(0)
+        assert _all_scored(pool.score(_requests("after")))
+        assert _back_at(capsys, 0) == [second]
+        assert pool.target == second
+        assert pool.retries > retries
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_judge_replica_whose_process_dies_is_restarted_and_rejoins(
+    cluster, capsys):
+  with gemini_standin.serving() as standin:
+    cfg = config_lib.load(processes.ROOT / "configs" / "ray-tiny.yaml",
+                          ["ray.judge_replicas=1"])
+    cfg = dataclasses.replace(cfg, judge=dataclasses.replace(
+        cfg.judge, server=dataclasses.replace(
+            cfg.judge.server,
+            backend=gemini_standin.backend_config(standin))))
+    with ray_judges.started(cfg, "restarts") as serving, JudgePool(
+        serving.addresses, 60, locate=serving.locate) as pool:
+      (actor,) = serving.actors
+      os.kill(ray.get(actor.__ray_call__.remote(lambda _: os.getpid())),
+              signal.SIGKILL)
+      # The only replica: every result comes from it once restarted.
+      assert _all_scored(pool.score(_requests("after")))
+      (back,) = _back_at(capsys, 0)
+      assert back != serving.addresses[0]
+      assert _all_scored(pool.score(_requests("later")))
+
+
 @pytest.mark.parametrize("override, message", [
     ("ray.judge_replicas=0", "ray.judge_replicas: must be >= 1 exactly when"),
     ("ray.rollout_workers=3", "ray.rollout_workers: 3 workers for "
@@ -140,6 +218,9 @@ def test_training_survives_a_judge_replica_dying(cluster, tmp_path):
     ("ray.judge_replica.resources={TPU: 0}",
      "ray.judge_replica.resources.TPU: must be > 0"),
     ("ray.startup_timeout_s=0", "ray.startup_timeout_s: must be > 0"),
+    ("ray.judge_replica_restarts=-2",
+     "ray.judge_replica_restarts: must be >= 0, or -1 for without limit, "
+     "got -2"),
 ])
 def test_ray_config_errors_name_the_field(override, message):
   with pytest.raises(ValueError, match=re.escape(message)):

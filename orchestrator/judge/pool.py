@@ -3,8 +3,10 @@
 Each batch is spread over the live replicas, each rollout to the one with
 the fewest requests outstanding. A replica that cannot be reached (it died,
 its stream broke) is health-checked at once, not retried for the whole
-deadline; if it is gone, it is taken out of the pool, and its unanswered
-rollouts go to the others in either case. Results are
+deadline; if it is gone, it takes no work until it comes back (Ray
+restarts it on a new port, which `locate` finds), and its unanswered
+rollouts go to the others in either case; with every replica gone, a call
+waits within its deadline for one to come back. Results are
 keyed by rollout id and each is taken from the one answer that came back, so
 nothing is lost or counted twice; a rollout no replica answers by the
 deadline is UNSCORABLE with the reason, as with one judge.
@@ -14,16 +16,21 @@ import concurrent.futures
 import dataclasses
 import sys
 import threading
+from typing import Callable
 
 from orchestrator.judge import channel as judge_channel
 from orchestrator.judge.client import UNAVAILABLE, JudgeClient
 from protos import judge_pb2
 
 _HEALTH_CHECK_S = 5.0
+# How often a lost replica is looked for, and how long one look may take:
+# a restart takes seconds.
+_LOCATE_EVERY_S = 1.0
 
 
 @dataclasses.dataclass(eq=False)
 class _Replica:
+  index: int
   client: JudgeClient
   outstanding: int = 0
   alive: bool = True
@@ -39,25 +46,48 @@ class JudgePool:
 
   def __init__(self, targets: list[str], timeout_s: float,
                connection: judge_channel.ChannelConfig = (
-                   judge_channel.ChannelConfig())):
-    """timeout_s: the deadline of each replica's share of a batch."""
-    self.target = ",".join(targets)
+                   judge_channel.ChannelConfig()),
+               locate: Callable[[int, float], str | None] | None = None):
+    """timeout_s: the deadline of each replica's share of a batch.
+    locate(i, timeout_s): where replica i (of targets) serves now, None
+    while it has nowhere; without it, a lost replica never comes back."""
     self._timeout_s = timeout_s
-    self._replicas = [
-        _Replica(JudgeClient(t, timeout_s, connection,
-                             retry_unreachable=False))
-        for t in targets]
+    self._connection = connection
+    self._locate = locate
+    self._replicas = [_Replica(i, self._client(t))
+                      for i, t in enumerate(targets)]
     self._lock = threading.Lock()
+    # Notified when a lost replica is back, and when the pool closes.
+    self._changed = threading.Condition(self._lock)
+    self._closed = threading.Event()
+    self._rejoins: list[threading.Thread] = []
     self._resends = 0
+
+  def _client(self, target: str) -> JudgeClient:
+    return JudgeClient(target, self._timeout_s, self._connection,
+                       retry_unreachable=False)
+
+  @property
+  def target(self) -> str:
+    with self._lock:
+      return ",".join(r.client.target for r in self._replicas)
 
   @property
   def retries(self) -> int:
     """Streams re-opened within a replica plus shares re-sent to others."""
-    return self._resends + sum(r.client.retries for r in self._replicas)
+    with self._lock:  # a replica coming back hands its count to _resends
+      return self._resends + sum(r.client.retries for r in self._replicas)
 
-  def _assign(self, requests) -> dict[_Replica, list]:
+  def _assign(self, requests, resends: judge_channel.Resends
+              ) -> dict[_Replica, list]:
     with self._lock:
-      live = [r for r in self._replicas if r.alive]
+      if self._locate:
+        self._changed.wait_for(
+            lambda: self._closed.is_set() or any(
+                r.alive for r in self._replicas),
+            timeout=max(resends.left(), 0))
+      live = [r for r in self._replicas
+              if r.alive and not self._closed.is_set()]
       shares: dict[_Replica, list] = {}
       for request in requests if live else ():
         replica = min(live, key=lambda r: r.outstanding)
@@ -77,11 +107,43 @@ class JudgePool:
       replica.client.wait_ready(_HEALTH_CHECK_S)
     except TimeoutError as e:
       with self._lock:
-        if not replica.alive:
+        if not replica.alive or self._closed.is_set():
           return
         replica.alive = False
-      print(f"grar: judge replica lost, its rollouts go to the others: {e}",
-            file=sys.stderr, flush=True)
+        if self._locate:
+          rejoin = threading.Thread(
+              target=self._rejoin, args=(replica,), daemon=True,
+              name=f"judge-replica-{replica.index}-rejoin")
+          self._rejoins.append(rejoin)
+          rejoin.start()
+      print(f"grar: judge replica {replica.index} lost, its rollouts go to "
+            f"the others: {e}", file=sys.stderr, flush=True)
+
+  def _rejoin(self, replica: _Replica) -> None:
+    """Until the pool closes: looks for the lost replica; once it serves
+    where it is found, it takes work again."""
+    while not self._closed.wait(_LOCATE_EVERY_S):
+      target = self._locate(replica.index, _LOCATE_EVERY_S)
+      if target is None:
+        continue
+      client = self._client(target)
+      try:
+        client.wait_ready(_HEALTH_CHECK_S)
+      except TimeoutError:
+        client.close()
+        continue
+      with self._lock:
+        if not self._closed.is_set():
+          client, replica.client = replica.client, client
+          self._resends += client.retries
+          replica.alive = True
+          # Said before a waiting call goes on, so it comes before the
+          # answers it gets.
+          print(f"grar: judge replica {replica.index} back at {target}",
+                file=sys.stderr, flush=True)
+          self._changed.notify_all()
+      client.close()  # the lost one's; the new one's if the pool closed
+      return
 
   def score(self, requests: list[judge_pb2.ScoreRequest]
             ) -> dict[str, judge_pb2.ScoreResult]:
@@ -94,16 +156,17 @@ class JudgePool:
     pending = list(requests)
     why = f"{UNAVAILABLE}no judge replica is alive"
     first = True
-    while pending and resends.left() > 0 and any(
-        r.alive for r in self._replicas):
+    # With locate, a call with every replica lost waits for one to be back.
+    while pending and resends.left() > 0 and (
+        self._locate or any(r.alive for r in self._replicas)):
       if not first:
         # In case what failed was not the replica but the network.
         with self._lock:
           self._resends += 1
         resends.pause()
       first = False
-      shares = self._assign(pending)
-      if not shares:  # the last replica was lost by another call meanwhile
+      shares = self._assign(pending, resends)
+      if not shares:  # the last replica lost meanwhile, or none back in time
         break
       with concurrent.futures.ThreadPoolExecutor(len(shares)) as threads:
         answers = {replica: threads.submit(self._send, replica, share)
@@ -132,6 +195,12 @@ class JudgePool:
       replica.client.wait_ready(timeout_s)
 
   def close(self) -> None:
+    with self._lock:
+      self._closed.set()
+      self._changed.notify_all()
+    # No thread looks for a replica (ray.get) once the pool is closed.
+    for rejoin in self._rejoins:
+      rejoin.join()
     for replica in self._replicas:
       replica.client.close()
 

@@ -30,15 +30,15 @@ class JudgeNotReady(RuntimeError):
 @contextlib.contextmanager
 def judge_target(cfg, judge_mesh, run_dir: pathlib.Path):
   """Yields the judge's address, starting the judge first unless remote;
-  placement ray: the addresses of its replicas. cfg: a config with model,
+  placement ray: its replicas (replicas.Replicas). cfg: a config with model,
   mesh and judge sections (a run's or an evaluation's)."""
   if cfg.judge.placement == "remote":
     yield cfg.judge.target
     return
   if cfg.judge.placement == "ray":
     from orchestrator.judge import replicas  # ray only where a run uses it
-    with replicas.started(cfg, run_dir.name) as addresses:
-      yield addresses
+    with replicas.started(cfg, run_dir.name) as serving:
+      yield serving
     return
   server_cfg = cfg.judge.server
   if cfg.judge.placement == "subprocess":
@@ -56,9 +56,11 @@ def judge_target(cfg, judge_mesh, run_dir: pathlib.Path):
 
 
 def judge_client(cfg, target):
-  """The client of judge_target's target(s): a pool over Ray replicas."""
+  """The client of judge_target's target: a pool over Ray replicas, each
+  found anew when Ray restarts it."""
   if cfg.judge.placement == "ray":
-    return judge_pool.JudgePool(target, cfg.judge.timeout_s, cfg.judge.client)
+    return judge_pool.JudgePool(target.addresses, cfg.judge.timeout_s,
+                                cfg.judge.client, locate=target.locate)
   return judge_client_lib.JudgeClient(target, cfg.judge.timeout_s,
                                       cfg.judge.client)
 
@@ -76,5 +78,5 @@ def connected(cfg, judge_mesh, run_dir: pathlib.Path,
     except TimeoutError as e:
       raise JudgeNotReady(f"{e}; start the judge server or fix judge.target"
                           ) from None
-    say(f"judge ready at {target} ({time.monotonic() - t0:.0f} s)")
+    say(f"judge ready at {client.target} ({time.monotonic() - t0:.0f} s)")
     yield client
