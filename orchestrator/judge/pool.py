@@ -61,6 +61,9 @@ class JudgePool:
     self._changed = threading.Condition(self._lock)
     self._closed = threading.Event()
     self._rejoins: list[threading.Thread] = []
+    # Lost replicas' clients, closed with the pool: a call may still be
+    # sending by one (its answers then come back unanswered, and re-sent).
+    self._retired: list[JudgeClient] = []
     self._resends = 0
 
   def _client(self, target: str) -> JudgeClient:
@@ -79,7 +82,9 @@ class JudgePool:
       return self._resends + sum(r.client.retries for r in self._replicas)
 
   def _assign(self, requests, resends: judge_channel.Resends
-              ) -> dict[_Replica, list]:
+              ) -> dict[_Replica, tuple[JudgeClient, list]]:
+    """Each live replica's share, with the client it is sent by: a replica
+    lost meanwhile may be given another client by _rejoin."""
     with self._lock:
       if self._locate:
         self._changed.wait_for(
@@ -88,26 +93,30 @@ class JudgePool:
             timeout=max(resends.left(), 0))
       live = [r for r in self._replicas
               if r.alive and not self._closed.is_set()]
-      shares: dict[_Replica, list] = {}
+      shares: dict[_Replica, tuple[JudgeClient, list]] = {}
       for request in requests if live else ():
         replica = min(live, key=lambda r: r.outstanding)
         replica.outstanding += 1
-        shares.setdefault(replica, []).append(request)
+        shares.setdefault(replica, (replica.client, []))[1].append(request)
       return shares
 
-  def _send(self, replica: _Replica, share: list) -> dict:
+  def _send(self, replica: _Replica, client: JudgeClient, share: list
+            ) -> dict:
     try:
-      return replica.client.score(share)
+      return client.score(share)
     finally:
       with self._lock:
         replica.outstanding -= len(share)
 
-  def _check(self, replica: _Replica) -> None:
+  def _check(self, replica: _Replica, client: JudgeClient) -> None:
+    """Takes the replica out of the pool if `client`, the one that failed,
+    is still its client and does not answer a health check."""
     try:
-      replica.client.wait_ready(_HEALTH_CHECK_S)
+      client.wait_ready(_HEALTH_CHECK_S)
     except TimeoutError as e:
       with self._lock:
-        if not replica.alive or self._closed.is_set():
+        if (not replica.alive or replica.client is not client
+            or self._closed.is_set()):
           return
         replica.alive = False
         if self._locate:
@@ -134,15 +143,17 @@ class JudgePool:
         continue
       with self._lock:
         if not self._closed.is_set():
-          client, replica.client = replica.client, client
-          self._resends += client.retries
+          self._retired.append(replica.client)
+          self._resends += replica.client.retries
+          replica.client = client
           replica.alive = True
           # Said before a waiting call goes on, so it comes before the
           # answers it gets.
           print(f"grar: judge replica {replica.index} back at {target}",
                 file=sys.stderr, flush=True)
           self._changed.notify_all()
-      client.close()  # the lost one's; the new one's if the pool closed
+          return
+      client.close()  # the pool closed meanwhile
       return
 
   def score(self, requests: list[judge_pb2.ScoreRequest]
@@ -169,12 +180,13 @@ class JudgePool:
       if not shares:  # the last replica lost meanwhile, or none back in time
         break
       with concurrent.futures.ThreadPoolExecutor(len(shares)) as threads:
-        answers = {replica: threads.submit(self._send, replica, share)
-                   for replica, share in shares.items()}
+        answers = {replica: threads.submit(self._send, replica, *sent)
+                   for replica, sent in shares.items()}
       pending = []
       for replica, future in answers.items():
+        client, share = shares[replica]
         unanswered = []
-        for request in shares[replica]:
+        for request in share:
           result = future.result()[request.rollout_id]
           if _answered(result):
             results[request.rollout_id] = result
@@ -182,7 +194,7 @@ class JudgePool:
             unanswered.append(request)
             why = result.reason
         if unanswered:
-          self._check(replica)
+          self._check(replica, client)
           pending += unanswered
     for request in pending:
       results[request.rollout_id] = judge_pb2.ScoreResult(
@@ -201,8 +213,8 @@ class JudgePool:
     # No thread looks for a replica (ray.get) once the pool is closed.
     for rejoin in self._rejoins:
       rejoin.join()
-    for replica in self._replicas:
-      replica.client.close()
+    for client in self._retired + [r.client for r in self._replicas]:
+      client.close()
 
   def __enter__(self) -> "JudgePool":
     return self
