@@ -44,7 +44,6 @@ import os
 import pathlib
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,14 +53,16 @@ import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
+import processes  # noqa: E402
 from orchestrator import devices  # noqa: E402
+from orchestrator.judge.process import READY_PREFIX  # noqa: E402
 from orchestrator.rundir import journal as journal_lib  # noqa: E402
 from orchestrator.rundir import layout  # noqa: E402
 
 EVENTS = ("judge_kill", "judge_kill", "judge_kill", "judge_stop",
           "trainer_kill")
-READY = "grar-judge listening on "
 # The tiny judge on one virtual device, as in configs/ray-tiny.yaml.
 JUDGE_BACKEND = {"kind": "jax", "model": {"family": "gemma3-tiny", "seed": 1},
                  "mesh": {"fsdp": 1, "tp": 1}, "max_batch": 8}
@@ -71,12 +72,6 @@ TRAIN_SETTINGS = ["train.checkpoint_every=1", f"train.batch_size={BATCH}",
                   "rollout.max_new_tokens=16",
                   "mesh.policy.tp=1", "judge.timeout_s=300",
                   f"data.path={ROOT}/data/reasoning-sample.jsonl"]
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 def schedule(steps: int, seed: int) -> list[tuple[int, str]]:
@@ -142,7 +137,7 @@ class _Judge(_Process):
   after each kill."""
 
   def __init__(self, out: pathlib.Path, env: dict):
-    self.port = _free_port()
+    self.port = processes.free_port()
     config = {"host": "127.0.0.1", "port": self.port, "log_format": "json",
               "backend": JUDGE_BACKEND,
               "cache": {"path": str(out / "judge-cache.sqlite")}}
@@ -154,7 +149,7 @@ class _Judge(_Process):
 
   def start(self) -> None:
     super().start()
-    _wait_for(lambda: READY in self.logs[-1].read_text()
+    _wait_for(lambda: READY_PREFIX in self.logs[-1].read_text()
               or self.proc.poll() is not None, 300, "judge listening")
     if self.proc.poll() is not None:
       sys.exit(f"chaos: the judge exited:\n{self.logs[-1].read_text()}")
@@ -162,40 +157,6 @@ class _Judge(_Process):
   def kill(self) -> None:
     super().kill()
     self.start()
-
-
-class _RayCluster:
-  """A Ray head on loopback for the ray run."""
-
-  def __init__(self, out: pathlib.Path, env: dict):
-    self.port = _free_port()
-    self.temp_dir = out / "ray-cluster"
-    self._log = out / "ray-head.log"
-    with open(self._log, "w") as log:
-      self._head = subprocess.Popen(
-          [pathlib.Path(sys.executable).parent / "ray", "start", "--head",
-           "--block", f"--port={self.port}", "--node-ip-address=127.0.0.1",
-           "--num-cpus=4", "--include-dashboard=false",
-           "--disable-usage-stats", f"--temp-dir={self.temp_dir}"],
-          env=env, stdout=log, stderr=subprocess.STDOUT,
-          start_new_session=True)
-    _wait_for(self._listening, 120, "ray head listening")
-
-  def _listening(self) -> bool:
-    if self._head.poll() is not None:
-      sys.exit(f"chaos: ray head exited:\n{self._log.read_text()}")
-    with contextlib.suppress(OSError), socket.create_connection(
-        ("127.0.0.1", self.port), timeout=1):
-      return True
-    return False
-
-  def stop(self) -> None:
-    self._head.terminate()
-    try:
-      self._head.wait(60)
-    finally:
-      with contextlib.suppress(ProcessLookupError):
-        os.killpg(self._head.pid, signal.SIGKILL)
 
 
 class _Replica:
@@ -341,14 +302,13 @@ def process_run(out: pathlib.Path, env: dict, args) -> dict:
 
 def ray_run(out: pathlib.Path, env: dict, args) -> dict:
   env = {**env, "RAY_AUTH_MODE": "disabled"}
-  cluster = _RayCluster(out, env)
-  try:
+  cluster = out / "ray-cluster"
+  cluster.mkdir(exist_ok=True)
+  with processes.ray_head(cluster, env) as port:
     run = _chaos_run(
         "ray", out, env, ROOT / "configs" / "ray-tiny.yaml",
-        [*TRAIN_SETTINGS, f"ray.address=127.0.0.1:{cluster.port}"],
+        [*TRAIN_SETTINGS, f"ray.address=127.0.0.1:{port}"],
         _Replica(), args.steps, args.seed, args.stall_s)
-  finally:
-    cluster.stop()
   # A replica logs no line per result (it would flood the driver's
   # console, where Ray sends its output): the journal's counts only.
   return check(run, args.steps, BATCH * GENERATIONS, [])

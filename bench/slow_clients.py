@@ -23,10 +23,12 @@ import argparse
 import asyncio
 import dataclasses
 import multiprocessing
+import pathlib
 import resource
 import selectors
 import socket
 import statistics
+import sys
 import threading
 import time
 import uuid
@@ -34,10 +36,13 @@ import uuid
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from judge_capacity import InstantStandIn
-from judge_server import server
-from judge_server.config import (JudgeConfig, Limits, MetricsConfig,
-                                 OpenRLHFConfig)
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent
+                       / "tests"))
+import processes  # noqa: E402
+from judge_capacity import InstantStandIn  # noqa: E402
+from judge_server import server  # noqa: E402
+from judge_server.config import (  # noqa: E402
+    JudgeConfig, Limits, MetricsConfig, OpenRLHFConfig)
 
 HEADER = (b"POST /get_reward HTTP/1.1\r\nhost: judge\r\n"
           b"content-type: application/json\r\n")
@@ -116,12 +121,6 @@ def _dropped(metrics_url: str) -> dict[str, int]:
           for s in family.samples if s.name.endswith("_total")}
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--clients", type=int, default=1000)
@@ -138,7 +137,8 @@ def main(argv=None) -> int:
   soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
   if soft < 2 * args.clients + 256:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-  face_port, metrics_port = _free_port(), _free_port()
+  face_port = processes.free_port()
+  metrics_port = processes.free_port()
   config = JudgeConfig(
       limits=Limits(max_queue_depth=1 << 30),
       metrics=MetricsConfig(port=metrics_port),

@@ -1,10 +1,12 @@
 """Starting the real programs under test (the grar CLI, the judge server) as
 subprocesses on loopback, and reading their output with deadlines."""
 
+import contextlib
 import json
 import os
 import pathlib
 import selectors
+import signal
 import socket
 import subprocess
 import sys
@@ -151,3 +153,42 @@ def stop(proc: subprocess.Popen) -> None:
   if proc.poll() is None:
     proc.kill()
   proc.communicate()
+
+
+@contextlib.contextmanager
+def ray_head(directory: pathlib.Path, env: dict, timeout_s: float = 120):
+  """Yields the port of a Ray head node of 4 CPUs on loopback, started with
+  `env` (its actors' processes inherit it) and logging into `directory`.
+  Stopped by ending its process group: `ray stop` would stop every Ray
+  cluster of this user."""
+  port = free_port()
+  log = directory / "head.log"
+  with open(log, "w") as out:
+    head = subprocess.Popen(
+        [pathlib.Path(sys.executable).parent / "ray", "start", "--head",
+         "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
+         "--num-cpus=4", "--include-dashboard=false", "--disable-usage-stats",
+         f"--temp-dir={directory}"],
+        stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        env=env)
+  try:
+    # Until its GCS accepts connections (its log lines are not a reliable
+    # signal: they come late on a busy host).
+    deadline = time.monotonic() + timeout_s
+    while True:
+      if head.poll() is not None:
+        raise RuntimeError(f"ray head exited:\n{log.read_text()[-3000:]}")
+      if time.monotonic() > deadline:
+        raise TimeoutError(f"ray head not up in {timeout_s:g}s")
+      with contextlib.suppress(OSError), socket.create_connection(
+          ("127.0.0.1", port), timeout=1):
+        break
+      time.sleep(0.5)
+    yield port
+  finally:
+    head.terminate()
+    try:
+      head.wait(timeout=60)
+    finally:
+      with contextlib.suppress(ProcessLookupError):
+        os.killpg(head.pid, signal.SIGKILL)  # what did not stop in time

@@ -9,15 +9,11 @@ stand-in (tests/gemini_standin.py): the Gemini API cannot be reached from
 here."""
 
 import collections
-import contextlib
 import dataclasses
 import os
 import pathlib
 import re
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -42,52 +38,24 @@ import processes
 STEPS = 3
 
 
-def _wait_listening(head: subprocess.Popen, port: int, log: pathlib.Path,
-                    timeout_s: float):
-  """Until the head's GCS accepts connections (its log lines are not a
-  reliable signal: they come late on a busy host)."""
-  deadline = time.monotonic() + timeout_s
-  while True:
-    assert head.poll() is None, log.read_text()[-3000:]
-    assert time.monotonic() < deadline, f"ray head not up in {timeout_s}s"
-    with contextlib.suppress(OSError), socket.create_connection(
-        ("127.0.0.1", port), timeout=1):
-      return
-    time.sleep(0.5)
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-  """A head node of 4 CPUs on loopback, without token auth (nothing but
-  this machine reaches it). Stopped by ending its process group: `ray stop`
-  would stop every Ray cluster of this user."""
-  port = processes.free_port()
+  """A head node on loopback, without token auth (nothing but this machine
+  reaches it)."""
   saved = os.environ.get("RAY_AUTH_MODE")
   os.environ["RAY_AUTH_MODE"] = "disabled"
-  directory = tmp_path_factory.mktemp("ray")
-  log = directory / "head.log"
-  with open(log, "w") as out:
-    head = subprocess.Popen(
-        [pathlib.Path(sys.executable).parent / "ray", "start", "--head",
-         "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
-         "--num-cpus=4", "--include-dashboard=false", "--disable-usage-stats",
-         f"--temp-dir={directory}"],
-        stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        # The actors' processes inherit it: the stand-in's key for replicas
-        # of the gemini backend.
-        env=os.environ | {gemini_standin.KEY_ENV: gemini_standin.KEY})
   try:
-    _wait_listening(head, port, log, 120)
-    ray.init(address=f"127.0.0.1:{port}", namespace=ray_cluster.NAMESPACE)
-    yield
+    # The actors' processes inherit the environment: the stand-in's key for
+    # replicas of the gemini backend.
+    with processes.ray_head(
+        tmp_path_factory.mktemp("ray"),
+        os.environ | {gemini_standin.KEY_ENV: gemini_standin.KEY}) as port:
+      ray.init(address=f"127.0.0.1:{port}", namespace=ray_cluster.NAMESPACE)
+      try:
+        yield
+      finally:
+        ray.shutdown()
   finally:
-    ray.shutdown()
-    head.terminate()
-    try:
-      head.wait(timeout=60)
-    finally:
-      with contextlib.suppress(ProcessLookupError):
-        os.killpg(head.pid, signal.SIGKILL)  # what did not stop in time
     if saved is None:
       os.environ.pop("RAY_AUTH_MODE")
     else:
