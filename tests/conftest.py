@@ -7,6 +7,7 @@ import os
 import pathlib
 
 import pytest
+from xdist.scheduler import LoadScopeScheduling
 
 from policy_worker import prepare
 import vllm_server
@@ -34,15 +35,37 @@ def gemma3_270m_dir(tmp_path_factory) -> pathlib.Path:
     return prepare.prepare_gemma3_270m(root / "models" / "gemma3-270m")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def vllm(gemma3_270m_dir, tmp_path_factory) -> vllm_server.Server:
-  """A vLLM server serving it for a test module (over a minute to start on
-  2 cores). Per module, not per run: vllm_server runs one server at a time
-  on the machine (each holds about 6 GB), and test_export.py and the other
-  worker need theirs too."""
+  """A vLLM server serving it (over a minute to start on 2 cores), one per
+  test process: the modules that need one run on one worker (_VLLM_FILES),
+  test_export.py's own server of an exported model first, as vllm_server
+  runs one server at a time on the machine (each holds about 6 GB)."""
   with vllm_server.serving(gemma3_270m_dir,
                            tmp_path_factory.mktemp("vllm") / "vllm.log") as s:
     yield s
+
+
+# Every module that starts a vLLM server, in the order they run: one worker
+# takes them all, so the other never waits on the machine's vLLM lock and
+# the shared server starts once. test_export.py serves a model of its own
+# and comes first (collection order), before `vllm` holds the lock.
+_VLLM_FILES = ("test_export.py", "test_parity_vllm.py", "test_vllm_judge.py")
+
+
+class _FileScheduling(LoadScopeScheduling):
+  """xdist's --dist loadfile (a file's tests on one worker), with the vLLM
+  modules as one unit."""
+
+  def _split_scope(self, nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
+    return "vllm" if pathlib.PurePath(path).name in _VLLM_FILES else path
+
+
+def pytest_xdist_make_scheduler(config, log):
+  if config.getoption("dist") == "loadfile":
+    return _FileScheduling(config, log)
+  return None
 
 
 # The fast tier (`make test-fast`: -m "not slow and not vllm and not ray and

@@ -25,7 +25,7 @@ from policy_worker import checkpoint
 
 pytestmark = pytest.mark.slow
 
-STEPS = 4
+STEPS = 3
 
 
 class _Killed(BaseException):
@@ -63,7 +63,7 @@ def test_killed_twice_and_resumed_ends_with_the_uninterrupted_adapters(
 
   cfg = _config(tmp_path, "killed", staleness)
   rd = tmp_path / "killed"
-  for kill_at in (1, 3):
+  for kill_at in (1, 2):
     with monkeypatch.context() as m:
       _killed_after(m, kill_at)
       with pytest.raises(_Killed):

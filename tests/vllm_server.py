@@ -89,6 +89,9 @@ def exclusive(lock: pathlib.Path) -> Iterator[None]:
       fcntl.flock(f, fcntl.LOCK_UN)
 
 
+_serving_here: list[pathlib.Path] = []
+
+
 @contextlib.contextmanager
 def serving(model_dir: pathlib.Path, log: pathlib.Path) -> Iterator[Server]:
   """Serves `model_dir` as SERVED_NAME until the block ends; the server's
@@ -96,9 +99,19 @@ def serving(model_dir: pathlib.Path, log: pathlib.Path) -> Iterator[Server]:
   about 6 GB, and the test workers each may want one."""
   if not PYTHON.exists():
     raise FileNotFoundError(f"{PYTHON} is missing: run `make vllm`")
-  with exclusive(pathlib.Path(tempfile.gettempdir()) / "grar-vllm.lock"):
-    with _serving(model_dir, log) as server:
-      yield server
+  if _serving_here:
+    # The machine-wide lock would wait on this very process forever.
+    raise RuntimeError(
+        f"this process already serves {_serving_here[0]}: one vLLM server "
+        "at a time (run the module that needs another before the `vllm` "
+        "fixture's, see tests/conftest.py)")
+  _serving_here.append(model_dir)
+  try:
+    with exclusive(pathlib.Path(tempfile.gettempdir()) / "grar-vllm.lock"):
+      with _serving(model_dir, log) as server:
+        yield server
+  finally:
+    _serving_here.remove(model_dir)
 
 
 @contextlib.contextmanager
