@@ -7,30 +7,75 @@ FLOPs as the whole 270M trunk. A judge reads one position per prompt, so this
 runs tunix's layers itself and projects only the gathered last positions.
 """
 
+import contextlib
+
 from flax import nnx
 import jax
 import jax.numpy as jnp
+from tunix.models.gemma3 import model as gemma3_lib
+
+_LOCAL = gemma3_lib.AttentionType.LOCAL_SLIDING
 
 
 def last_logits(model: nnx.Module, tokens: jax.Array, positions: jax.Array,
                 mask: jax.Array, lengths: jax.Array) -> jax.Array:
-  """Logits [B, V] at position lengths[b] - 1 of each row.
+  """Logits [B, V] at position lengths[b] - 1 of each row; with lengths
+  [B, S], logits [B, S, V] at lengths[b, s] - 1 (several reads per row, as a
+  judge row packing several prompts behind one shared prefix needs).
 
   model: a tunix Gemma-3 (text) or Gemma/Gemma-2 Transformer without LoRA
   (qwix's adapters apply inside the model's own __call__, not here);
-  tokens, positions: [B, L]; mask: [B, L, L] attention mask; lengths: [B].
-  Same numbers as model(tokens, positions, None, mask)[0] at those positions.
+  tokens, positions: [B, L]; mask: [B, L, L] attention mask; lengths: [B]
+  or [B, S].
+  Same numbers as model(tokens, positions, None, mask)[0] at those positions
+  where positions count 0, 1, ... along the row; on Gemma-3 also where they
+  do not (packed_length).
   """
   x = model.embedder.encode(tokens)
   for layer in model.layers:
-    _, x = layer(x, positions, None, mask)
-  x = jnp.take_along_axis(x, (lengths - 1)[:, None, None], axis=1)[:, 0]
+    with _windowed_by_position(layer, positions, mask) as layer_mask:
+      _, x = layer(x, positions, None, layer_mask)
+  at = (lengths - 1).reshape(lengths.shape[0], -1)
+  x = jnp.take_along_axis(x, at[..., None], axis=1)
+  x = x.reshape(*lengths.shape, x.shape[-1])
   logits = model.embedder.decode(model.final_norm(x))
   # Gemma-2 caps its logits; Gemma-3 has no such attribute.
   cap = getattr(model, "final_logits_softcap", None)
   if cap is not None:
     logits = jnp.tanh(logits / cap) * cap
   return logits
+
+
+def packed_length(model: nnx.Module) -> int | None:
+  """The longest row in which last_logits gives each of several packed
+  sequences (positions restarting or jumping within the row) what it would
+  give it alone: None for no limit. Gemma-3's local layers are windowed by
+  position here (_windowed_by_position); Gemma/Gemma-2's window by index in
+  the row in tunix, so a row longer than the window would hide from a
+  late sequence tokens it sees alone."""
+  if isinstance(getattr(model.layers[0], "attn", None), gemma3_lib.Attention):
+    return None
+  return getattr(getattr(model, "config", None), "sliding_window_size", None)
+
+
+@contextlib.contextmanager
+def _windowed_by_position(layer: nnx.Module, positions: jax.Array,
+                          mask: jax.Array):
+  """The mask for a layer's call. A Gemma-3 local layer in prefill windows
+  its attention by index in the row (|i - j| < window), right only for
+  positions 0, 1, ...: for the call it attends globally, and the window, by
+  position, is in the mask. Other layers get the mask as it is."""
+  attn = getattr(layer, "attn", None)
+  if not (isinstance(attn, gemma3_lib.Attention) and attn.attn_type == _LOCAL):
+    yield mask
+    return
+  near = (positions[:, :, None] - positions[:, None, :]
+          < attn.sliding_window_size)
+  attn.attn_type = gemma3_lib.AttentionType.GLOBAL
+  try:
+    yield mask & near
+  finally:
+    attn.attn_type = _LOCAL
 
 
 class SamplerView(nnx.Module):

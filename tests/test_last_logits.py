@@ -41,6 +41,21 @@ def test_gemma3_last_logits():
   assert_matches_full_forward(model, mesh, rows, tok.pad_id())
 
 
+def test_gemma3_local_layers_window_by_position_as_tunix_does_by_index():
+  """last_logits applies Gemma-3's local window by position (so packed
+  rows can be longer than it): on ordinary rows longer than the window,
+  the numbers are tunix's, which windows by index."""
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]).reshape(1, 2),
+                           mesh_lib.AXES)
+  model, tok = models.build_model(
+      ModelSpec(family="gemma3-tiny", seed=3, num_layers=3,
+                sliding_window_size=5), mesh)
+  assert last_logits.packed_length(model) is None
+  rows = [[tok.bos_id()] + tok.encode(t)
+          for t in ("a prompt well past the window", "short", "x" * 17)]
+  assert_matches_full_forward(model, mesh, rows, tok.pad_id())
+
+
 def test_sampler_view_prefills_only_the_last_position_with_the_same_samples():
   """tunix's sampler through SamplerView: the prefill's logits are [B, 1, V]
   (not [B, P, V]) and what it samples is unchanged, for a LoRA policy after

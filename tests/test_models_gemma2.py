@@ -16,7 +16,7 @@ from tunix.generate import sampler as sampler_lib
 
 from grar_config.mesh import MeshShape
 from orchestrator import mesh as mesh_lib
-from policy_worker import models
+from policy_worker import last_logits, models
 from grar_config.model import ModelSpec
 from test_last_logits import assert_matches_full_forward
 
@@ -172,6 +172,8 @@ def test_last_logits_keep_the_logit_cap(checkpoint):
       ModelSpec(family="gemma2", path=str(directory)), mesh)
   rows = [[tok.bos_id()] + tok.encode(t) for t in ("capped", "logits here")]
   assert_matches_full_forward(model, mesh, rows, tok.pad_id())
+  # tunix's Gemma-2 windows by index: packed rows stop at the window.
+  assert last_logits.packed_length(model) == CONFIG["sliding_window"]
 
 
 def test_generates_and_takes_lora(checkpoint):

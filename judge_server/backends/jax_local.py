@@ -35,6 +35,9 @@ class JaxBackendConfig:
   # as asked: unscorable, not a guess. 0 accepts any mass (a random model).
   min_score_mass: float = 0.0
   answer: str = SCALE  # the answer format (FORMATS)
+  # Prompts of one call sharing a long prefix go in one row (_pack); off,
+  # each prompt is a row of its own (bench/judge_prefix.py compares).
+  pack_shared_prefixes: bool = True
 
   def __post_init__(self):
     if self.answer not in CHOICES:
@@ -89,27 +92,117 @@ def _bucket(n: int, floor: int) -> int:
   return max(floor, 1 << (max(n, 1) - 1).bit_length())
 
 
-@nnx.jit
-def _choice_probs(model, tokens, lengths, flat, owner):
-  """Probabilities of the answer choices after each prompt.
+# Prompts share a row only if they share at least this many tokens: the BOS
+# and a few words of any judge prompt are not worth a longer row, whose
+# attention grows with the square of its length.
+MIN_SHARED_TOKENS = 32
 
-  tokens: [B, L] right-padded prompts; lengths: [B] real lengths;
+
+@dataclasses.dataclass
+class TokenCounts:
+  """Tokens since the backend was built: in the prompts scored, in the rows
+  they were packed into, and in the padded batches the device ran."""
+  prompts: int = 0
+  rows: int = 0
+  padded: int = 0
+
+
+@dataclasses.dataclass
+class _Row:
+  """Prompts packed into one sequence: their shared first `prefix` tokens
+  once, then each prompt's remaining tokens (its suffix, at least one)."""
+  members: list[int]  # indices into the call's prompts
+  prefix: int
+  length: int
+
+
+def _common(a: Sequence[int], b: Sequence[int]) -> int:
+  n = 0
+  for x, y in zip(a, b):
+    if x != y:
+      break
+    n += 1
+  return n
+
+
+def _pack(ids: list[list[int]], pack_limit: int) -> list[_Row]:
+  """The rows of fewest tokens, each at most `pack_limit` long, that cut
+  the prompts in sorted order into runs: sorting puts prompts that share a
+  prefix side by side (a rollout's criteria, whatever order the batcher
+  interleaved them in), and a run's prefix is the least common prefix of
+  its neighbours. Fewest tokens, not greedy joining: a group's rollouts
+  share the question but not the response, and one row for all of them
+  would encode each response once per criterion again."""
+  order = sorted(range(len(ids)), key=ids.__getitem__)
+  n = len(order)
+  # cost[j], last[j]: the fewest tokens for order[:j], and its last row.
+  cost, last = [0] + [None] * n, [None] * (n + 1)
+  for j in range(1, n + 1):
+    total, shared = 0, len(ids[order[j - 1]]) - 1
+    for i in range(j - 1, -1, -1):
+      here = len(ids[order[i]])
+      total += here
+      if i < j - 1:
+        # Every suffix keeps its last token: that is where it is read.
+        shared = min(shared, here - 1,
+                     _common(ids[order[i]], ids[order[i + 1]]))
+        if shared < MIN_SHARED_TOKENS:
+          break
+      row = (_Row(order[i:j], shared, total - (j - i - 1) * shared)
+             if i < j - 1 else _Row(order[i:j], 0, here))
+      if i < j - 1 and row.length > pack_limit:
+        break  # a longer run is longer still
+      if cost[j] is None or cost[i] + row.length < cost[j]:
+        cost[j], last[j] = cost[i] + row.length, row
+  rows, j = [], n
+  while j:
+    rows.append(last[j])
+    j -= len(last[j].members)
+  return rows[::-1]
+
+
+def _layout(row: _Row, ids: list[list[int]]
+            ) -> tuple[list[int], list[int], list[int], list[int]]:
+  """(tokens, positions, segments, ends) of one row: the prefix (segment 0,
+  positions 0..P-1), then suffix k (segment k + 1, positions from P on, as
+  in the prompt alone); ends[k] is one past suffix k's last token."""
+  first = ids[row.members[0]]
+  tokens, positions = first[:row.prefix], list(range(row.prefix))
+  segments, ends = [0] * row.prefix, []
+  for k, m in enumerate(row.members, 1):
+    suffix = ids[m][row.prefix:]
+    tokens += suffix
+    positions += range(row.prefix, len(ids[m]))
+    segments += [k] * len(suffix)
+    ends.append(len(tokens))
+  return tokens, positions, segments, ends
+
+
+@nnx.jit
+def _choice_probs(model, tokens, positions, segments, ends, flat, owner):
+  """Probabilities of the answer choices at each read of each row.
+
+  tokens, positions, segments: [B, L] right-padded rows (_layout; padding
+  has segment -1); ends: [B, S] one past each read token (1 where unused);
   flat, owner: choice_matrix's [M] token ids and [M, K+1] matrix.
-  Returns [B, K+1] (choice_probs).
+  Returns [B, S, K+1] (choice_probs).
   """
-  _, seq = tokens.shape
-  positions = jnp.broadcast_to(jnp.arange(seq)[None], tokens.shape)
-  # Right padding leaves every real token's causal past free of padding.
+  seq = tokens.shape[1]
   causal = jnp.tril(jnp.ones((seq, seq), dtype=bool))[None]
-  mask = jnp.broadcast_to(causal, (tokens.shape[0], seq, seq))
-  last = last_logits.last_logits(model, tokens, positions, mask, lengths)
+  query, key = segments[:, :, None], segments[:, None, :]
+  # A suffix sees the prefix and its own earlier tokens, never another
+  # suffix: each read gets the same context as its prompt alone.
+  mask = causal & ((key == 0) | (key == query)) & (key >= 0)
+  last = last_logits.last_logits(model, tokens, positions, mask, ends)
   return choice_probs(jax.nn.softmax(last.astype(jnp.float32), axis=-1),
                       flat, owner)
 
 
 class JaxBackend(Backend):
   """Scores a batch of judge prompts with one forward pass on the mesh;
-  one call at a time (max_calls_in_flight 1), since it holds the mesh."""
+  one call at a time (max_calls_in_flight 1), since it holds the mesh.
+  Prompts of one call that share a long token prefix (a rollout's criteria)
+  are packed into one row, so the prefix is encoded once (_pack)."""
 
   name = "jax"
 
@@ -130,41 +223,65 @@ class JaxBackend(Backend):
     self._batch_multiple = mesh.shape.get("fsdp", 1)
     # One device program at a time: the mesh is not shared between calls.
     self._lock = threading.Lock()
+    self._pack_limit = min(config.max_prompt_tokens,
+                           last_logits.packed_length(model)
+                           or config.max_prompt_tokens)
+    if not config.pack_shared_prefixes:
+      self._pack_limit = 0  # no two prompts fit in a row
+    self.tokens = TokenCounts()
 
   def _judge_sync(self, prompts: list[str]) -> list[Judgement]:
     results: list[Judgement | None] = [None] * len(prompts)
-    rows, index = [], []
-    for i, p in enumerate(prompts):
-      ids = [self._tok.bos_id()] + self._tok.encode(p)
-      if len(ids) > self._cfg.max_prompt_tokens:
+    ids = [[self._tok.bos_id()] + self._tok.encode(p) for p in prompts]
+    index = []
+    for i, mine in enumerate(ids):
+      if len(mine) > self._cfg.max_prompt_tokens:
         results[i] = base.infrastructure(
-            f"judge prompt has {len(ids)} tokens, more than "
+            f"judge prompt has {len(mine)} tokens, more than "
             f"max_prompt_tokens={self._cfg.max_prompt_tokens}")
       else:
-        rows.append(ids)
         index.append(i)
-    if rows:
-      batch = _bucket(len(rows), self._batch_multiple)
-      batch += -batch % self._batch_multiple
-      seq = _bucket(max(map(len, rows)), 16)
-      tokens = np.full((batch, seq), self._tok.pad_id(), np.int32)
-      lengths = np.ones((batch,), np.int32)
-      for r, ids in enumerate(rows):
-        tokens[r, :len(ids)] = ids
-        lengths[r] = len(ids)
-      with self._lock, jax.set_mesh(self._mesh):
-        probs = np.asarray(_choice_probs(
-            self._model, jnp.asarray(tokens), jnp.asarray(lengths),
-            self._flat, self._owner))
-      for r, i in enumerate(index):
-        score, mass = aggregation.expected_score(
-            probs[r], self._cfg.min_score_mass)
-        results[i] = Judgement(score, mass) if score is not None else (
-            base.unparseable(
-                f"judge put {mass:.2g} probability on the "
-                f"{ANSWER_NAMES[self.answer]}, below "
-                f"min_score_mass={self._cfg.min_score_mass}", mass))
+    if index:
+      rows = _pack([ids[i] for i in index], self._pack_limit)
+      probs = self._score_rows(rows, [ids[i] for i in index])
+      for r, row in enumerate(rows):
+        for k, m in enumerate(row.members):
+          results[index[m]] = self._judgement(probs[r, k])
     return results
+
+  def _score_rows(self, rows: list[_Row], ids: list[list[int]]
+                  ) -> np.ndarray:
+    """[rows, S, K+1] choice probabilities at each row's reads, one
+    forward pass over bucketed shapes."""
+    batch = _bucket(len(rows), self._batch_multiple)
+    batch += -batch % self._batch_multiple
+    seq = _bucket(max(r.length for r in rows), 16)
+    reads = _bucket(max(len(r.members) for r in rows), 1)
+    tokens = np.full((batch, seq), self._tok.pad_id(), np.int32)
+    positions = np.zeros((batch, seq), np.int32)
+    segments = np.full((batch, seq), -1, np.int32)
+    ends = np.ones((batch, reads), np.int32)
+    for r, row in enumerate(rows):
+      t, p, g, e = _layout(row, ids)
+      tokens[r, :len(t)], positions[r, :len(p)] = t, p
+      segments[r, :len(g)], ends[r, :len(e)] = g, e
+    with self._lock, jax.set_mesh(self._mesh):
+      self.tokens.prompts += sum(len(ids[m]) for r in rows for m in r.members)
+      self.tokens.rows += sum(r.length for r in rows)
+      self.tokens.padded += batch * seq
+      return np.asarray(_choice_probs(
+          self._model, *map(jnp.asarray, (tokens, positions, segments, ends)),
+          self._flat, self._owner))
+
+  def _judgement(self, probs: np.ndarray) -> Judgement:
+    """probs: [K+1] choice probabilities of one prompt."""
+    score, mass = aggregation.expected_score(probs, self._cfg.min_score_mass)
+    if score is not None:
+      return Judgement(score, mass)
+    return base.unparseable(
+        f"judge put {mass:.2g} probability on the "
+        f"{ANSWER_NAMES[self.answer]}, below "
+        f"min_score_mass={self._cfg.min_score_mass}", mass)
 
   @property
   def identity(self) -> str:
