@@ -3,7 +3,7 @@
 import abc
 import dataclasses
 
-from judge_server import config
+from judge_server import aggregation, config, prompts
 
 # Every unscorable Judgement's reason starts with one of these, whatever the
 # backend: the judge could not be asked or did not answer (worth retrying
@@ -51,6 +51,20 @@ def infrastructure(reason: str, *, transient: bool = False,
 def unparseable(reason: str, mass: float = 0.0,
                 method: str = "probabilities") -> Judgement:
   return Judgement(None, mass, UNPARSEABLE + reason, method=method)
+
+
+def from_choice_probs(probs, min_score_mass: float, answer: str,
+                      seen: str = "", wrote: str = "") -> Judgement:
+  """The judgement of one prompt's answer-choice probabilities ([K+1],
+  aggregation.expected_score), unscorable below min_score_mass; `seen`
+  says where the mass was looked for, `wrote` what the judge wrote."""
+  score, mass = aggregation.expected_score(probs, min_score_mass)
+  if score is not None:
+    return Judgement(score, mass)
+  return unparseable(
+      f"judge put {mass:.2g} probability on the "
+      f"{prompts.ANSWER_NAMES[answer]}{seen}, below "
+      f"min_score_mass={min_score_mass}{wrote}", mass)
 
 
 class Backend(abc.ABC):

@@ -15,7 +15,7 @@ import time
 import httpx
 import numpy as np
 
-from judge_server import aggregation, parsing, prompts
+from judge_server import parsing, prompts
 from judge_server.backends import base
 from judge_server.backends.base import Backend, Judgement
 
@@ -60,14 +60,9 @@ def score(text: str, tops: list[tuple[str, float]] | None,
     except parsing.UnparseableScore as e:
       return base.unparseable(str(e), method="parsed")
     return Judgement(value, 1.0, method="parsed")
-  value, mass = aggregation.expected_score(
-      choice_probs(tops, prompts.CHOICES[answer]), min_score_mass)
-  if value is not None:
-    return Judgement(value, mass)
-  return base.unparseable(
-      f"judge put {mass:.2g} probability on the {prompts.ANSWER_NAMES[answer]} "
-      f"among its top {len(tops)} tokens, below min_score_mass="
-      f"{min_score_mass} (it wrote {text!r})", mass)
+  return base.from_choice_probs(
+      choice_probs(tops, prompts.CHOICES[answer]), min_score_mass, answer,
+      f" among its top {len(tops)} tokens", f" (it wrote {text!r})")
 
 
 def retry_after_s(value: str | None) -> float:

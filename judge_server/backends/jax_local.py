@@ -17,12 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from judge_server import aggregation
 from judge_server.backends import base
 from judge_server.backends.base import Backend, Judgement
 from judge_server.config import BackendConfig
 from judge_server.prompts import (
-    ANSWER_NAMES, CHOICES, FORMATS, SCALE, spellings)
+    CHOICES, FORMATS, SCALE, spellings)
 from policy_worker import last_logits
 from grar_config.model import ModelSpec
 
@@ -246,7 +245,8 @@ class JaxBackend(Backend):
       probs = self._score_rows(rows, [ids[i] for i in index])
       for r, row in enumerate(rows):
         for k, m in enumerate(row.members):
-          results[index[m]] = self._judgement(probs[r, k])
+          results[index[m]] = base.from_choice_probs(
+              probs[r, k], self._cfg.min_score_mass, self.answer)
     return results
 
   def _score_rows(self, rows: list[_Row], ids: list[list[int]]
@@ -272,16 +272,6 @@ class JaxBackend(Backend):
       return np.asarray(_choice_probs(
           self._model, *map(jnp.asarray, (tokens, positions, segments, ends)),
           self._flat, self._owner))
-
-  def _judgement(self, probs: np.ndarray) -> Judgement:
-    """probs: [K+1] choice probabilities of one prompt."""
-    score, mass = aggregation.expected_score(probs, self._cfg.min_score_mass)
-    if score is not None:
-      return Judgement(score, mass)
-    return base.unparseable(
-        f"judge put {mass:.2g} probability on the "
-        f"{ANSWER_NAMES[self.answer]}, below "
-        f"min_score_mass={self._cfg.min_score_mass}", mass)
 
   @property
   def identity(self) -> str:
