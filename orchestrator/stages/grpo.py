@@ -335,9 +335,8 @@ def _run_connected(cfg: RunConfig,
     trainer = _Trainer(cfg, run_dir, examples, policy_mesh, client, pool)
     # Until the first progress line, the user would otherwise see nothing
     # for minutes with a real model on CPU.
-    _say(f"policy loaded, the KL reference sharing its weights "
-         f"({time.monotonic() - t0:.0f} s); the first steps also compile "
-         "generation, scoring and the update")
+    _say(f"policy loaded, the KL reference sharing its weights ({time.monotonic() - t0:.0f} s); the "
+         "first steps also compile generation, scoring and the update")
     pending: collections.deque[_InFlight] = collections.deque(
         trainer.restore(manifest) if manifest else ())
     metrics = metrics_lib.MetricsWriter(run_dir, run_dir_lib.METRICS, first,
