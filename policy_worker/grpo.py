@@ -28,22 +28,13 @@ class UpdateConfig:
 
 
 class GRPOUpdater:
-  """Owns the optimizer of the policy's LoRA parameters.
+  """Owns the optimizer of the policy's LoRA parameters."""
 
-  The KL reference is the policy with its LoRA parameters as they were at
-  construction (`reference_lora`, by default the policy's own then: zero
-  adapters on a fresh run, the warm start's with grpo.init_from): the base
-  weights are the policy's, not a second copy of them.
-  """
-
-  def __init__(self, policy: nnx.Module, mesh: jax.sharding.Mesh,
-               pad_id: int, eos_id: int, config: UpdateConfig,
-               reference_lora: nnx.State | None = None):
+  def __init__(self, policy: nnx.Module, reference: nnx.Module,
+               mesh: jax.sharding.Mesh, pad_id: int, eos_id: int,
+               config: UpdateConfig):
     self.policy = policy
-    # A copy: the policy's own arrays are replaced at every update.
-    self._reference_lora = jax.tree.map(
-        jnp.copy, nnx.state(policy, nnx.LoRAParam)
-        if reference_lora is None else reference_lora)
+    self.reference = reference
     self._mesh = mesh
     self._pad, self._eos = pad_id, eos_id
     self._algo = grpo_learner.GRPOConfig(
@@ -71,7 +62,7 @@ class GRPOUpdater:
 
   def reference_logps(self, rollouts: Rollouts) -> jax.Array:
     """[N, T] per-token log-probs of the completions under the reference."""
-    return self._logps(self.policy, rollouts, self._reference_lora)
+    return self._logps(self.reference, rollouts)
 
   def policy_logps(self, rollouts: Rollouts) -> jax.Array:
     """[N, T] log-probs under the current policy: recorded at generation time,
@@ -79,11 +70,10 @@ class GRPOUpdater:
     batch is trained on after the policy has moved on."""
     return self._logps(self.policy, rollouts)
 
-  def _logps(self, model, rollouts: Rollouts,
-             lora: nnx.State | None = None) -> jax.Array:
+  def _logps(self, model, rollouts: Rollouts) -> jax.Array:
     with jax.set_mesh(self._mesh):
       return _per_token_logps(
-          model, lora, jnp.asarray(rollouts.prompt_tokens),
+          model, jnp.asarray(rollouts.prompt_tokens),
           jnp.asarray(rollouts.completion_tokens), self._pad, self._eos,
           self._algo.temperature)
 
@@ -114,15 +104,11 @@ class GRPOUpdater:
 
 
 @nnx.jit(static_argnames=("pad_id", "eos_id", "temperature"))
-def _per_token_logps(model, lora, prompt_tokens, completion_tokens, pad_id,
-                     eos_id, temperature):
-  """model's log-probs, with `lora` (an nnx.State of its LoRA parameters) in
-  place of its own unless None."""
+def _per_token_logps(model, prompt_tokens, completion_tokens, pad_id, eos_id,
+                     temperature):
   # The same temperature as the loss applies, so ratios and KL compare like
   # with like.
   graphdef, state = nnx.split(model)
-  if lora is not None:
-    state = nnx.merge_state(state, lora)
   return common.compute_per_token_logps(
       graphdef, state, prompt_tokens, completion_tokens, pad_id, eos_id,
       temperature=temperature)

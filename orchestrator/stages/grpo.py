@@ -119,6 +119,12 @@ class _Trainer:
     self.client = client
     self.pool = pool
     self.policy, self.tokenizer = _policy(cfg, policy_mesh, cfg.grpo.init_from)
+    # The reference is the policy at step 0: the base, or the base with the
+    # warm start's adapters.
+    if cfg.grpo.init_from:
+      self.reference, _ = _policy(cfg, policy_mesh, cfg.grpo.init_from)
+    else:
+      self.reference, _ = models.build_model(cfg.model, policy_mesh)
     self.prompts = {ex.id: templates.render(ex.prompt) for ex in examples}
     # The relevance reward's idf, fitted on the questions the run trains on.
     self.relevance = relevance_lib.Relevance.fit(
@@ -135,11 +141,8 @@ class _Trainer:
           f"({len(too_long)} examples too long)")
     self.source = _rollout_source(cfg, self.policy, self.tokenizer,
                                   policy_mesh)
-    # The KL reference is the policy at step 0 (the base, or the base with
-    # the warm start's adapters), before a resumed run loads its checkpoint:
-    # the updater keeps those adapters and shares the base weights.
     self.updater = grpo.GRPOUpdater(
-        self.policy, policy_mesh, self.tokenizer.pad_id(),
+        self.policy, self.reference, policy_mesh, self.tokenizer.pad_id(),
         self.tokenizer.eos_id(),
         grpo.UpdateConfig(
             num_generations=cfg.rollout.num_generations, beta=cfg.grpo.beta,
@@ -335,7 +338,7 @@ def _run_connected(cfg: RunConfig,
     trainer = _Trainer(cfg, run_dir, examples, policy_mesh, client, pool)
     # Until the first progress line, the user would otherwise see nothing
     # for minutes with a real model on CPU.
-    _say(f"policy loaded, the KL reference sharing its weights ({time.monotonic() - t0:.0f} s); the "
+    _say(f"policy and reference loaded ({time.monotonic() - t0:.0f} s); the "
          "first steps also compile generation, scoring and the update")
     pending: collections.deque[_InFlight] = collections.deque(
         trainer.restore(manifest) if manifest else ())
