@@ -179,7 +179,8 @@ def _models_prepare(args) -> int:
 def _data_make(args) -> int:
   from orchestrator.data import tasks
   manifest = tasks.make(args.tasks.split(","), args.train, args.heldout,
-                        args.seed, args.out, args.option)
+                        args.seed, args.out, args.option,
+                        args.scaffold.split(",") if args.scaffold else ())
   counts = manifest["counts"].values()
   print(f"{args.out}: {sum(c['train'] for c in counts)} train, "
         f"{sum(c['heldout'] for c in counts)} held-out, "
@@ -287,6 +288,9 @@ def parser() -> argparse.ArgumentParser:
   make.add_argument("--option", action="append", default=[],
                     metavar="NAME.KEY=VALUE", help="a generator option "
                     "(repeatable), e.g. chain_sum.max_terms=3")
+  make.add_argument("--scaffold", default="", metavar="PLAN,WORK,RESULT",
+                    help="write the SFT rows' reasoning in these three named "
+                    "steps (the same names as prompt.scaffold)")
   make.set_defaults(func=_data_make)
 
   models = sub.add_parser("models", help="model checkpoints").add_subparsers(

@@ -6,6 +6,7 @@ from typing import Literal
 from grar_config import strict
 from grar_config.mesh import MeshShape
 from judge_server.config import JudgeConfig
+from orchestrator.data import templates
 from orchestrator.judge.channel import ChannelConfig
 from grar_config.model import ModelSpec
 
@@ -27,6 +28,20 @@ class MeshConfig:
 class DataConfig:
   path: str = "data/reasoning-sample.jsonl"
   shuffle_seed: int = 0
+
+
+@strict.config
+class PromptConfig:
+  """The reasoning template that every stage writes (SFT targets) and reads
+  (rewards, evaluation). scaffold: the named steps the reasoning goes
+  through, in order, each a line "Name: text" in the reasoning block (e.g.
+  [Plan, Work, Check]); the prompt names them, and the format reward pays
+  half for the blocks and half for the steps in order (rewards.format_reward).
+  Empty: free reasoning."""
+  scaffold: tuple[str, ...] = ()
+
+  def __post_init__(self):
+    templates.check_scaffold(self.scaffold)
 
 
 @strict.config
@@ -247,6 +262,7 @@ class RunConfig:
   model: ModelSpec = ModelSpec()
   mesh: MeshConfig = MeshConfig()
   data: DataConfig = DataConfig()
+  prompt: PromptConfig = PromptConfig()
   rollout: RolloutConfig = RolloutConfig()
   grpo: GRPOConfig = GRPOConfig()
   rewards: RewardsConfig = RewardsConfig()

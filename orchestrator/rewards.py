@@ -6,13 +6,13 @@ could not be computed (an unscorable judge call) makes the rollout's reward
 NaN, and the trainer masks it out of the group baseline and the loss rather
 than pretending it scored 0.
 
-The `relevance` component is not one of RULE_REWARDS: it needs vocabulary
+The `relevance` component is not one of rule_rewards(): it needs vocabulary
 statistics fitted on the run's prompts, so it is a fitted scorer
 (orchestrator/relevance.py) the trainer builds from its examples and
 computes beside them.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 import math
 import re
 import unicodedata
@@ -46,7 +46,16 @@ def _has_block(pattern: re.Pattern, text: str) -> bool:
   return any(m.strip() for m in pattern.findall(text))
 
 
-def format_reward(completion: str) -> float:
+def _blocks_reward(completion: str) -> float:
+  strict = _STRICT.fullmatch(completion)
+  if strict and all(part.strip() for part in strict.groups()):
+    return 1.0
+  if not _has_block(_ANSWER, completion):
+    return 0.0
+  return 0.5 if _has_block(_REASONING, completion) else 0.25
+
+
+def format_reward(completion: str, scaffold: Sequence[str] = ()) -> float:
   """How well the completion follows the reasoning template.
 
   A block is well formed when its content is not blank and holds none of the
@@ -57,13 +66,45 @@ def format_reward(completion: str) -> float:
           with other text, in the other order, or with more blocks
     0.25  a well-formed answer block without a well-formed reasoning block
     0.0   no well-formed answer block
+  With a scaffold (named steps), that score times (1 + steps) / 2, where
+  steps = scaffold_steps(reasoning, scaffold): half the credit is for the
+  blocks, half for going through the steps in order.
   """
-  strict = _STRICT.fullmatch(completion)
-  if strict and all(part.strip() for part in strict.groups()):
-    return 1.0
-  if not _has_block(_ANSWER, completion):
-    return 0.0
-  return 0.5 if _has_block(_REASONING, completion) else 0.25
+  blocks = _blocks_reward(completion)
+  if not scaffold or not blocks:
+    return blocks
+  return blocks * (1 + scaffold_steps(extract_reasoning(completion) or "",
+                                      scaffold)) / 2
+
+
+def _labels(reasoning: str, scaffold: Sequence[str]) -> list[str]:
+  """The scaffold steps the reasoning writes, in its order: lines that start
+  with a step's name (any case) and a colon, and whose step (to the next
+  such line) holds text."""
+  label = re.compile(
+      r"^[ \t]*({}):".format("|".join(re.escape(n) for n in scaffold)),
+      re.IGNORECASE | re.MULTILINE)
+  found = list(label.finditer(reasoning))
+  names = {n.casefold(): n for n in scaffold}
+  return [names[m[1].casefold()] for m, end in zip(
+      found, [m.start() for m in found[1:]] + [len(reasoning)])
+          if reasoning[m.end():end].strip()]
+
+
+def scaffold_steps(reasoning: str, scaffold: Sequence[str]) -> float:
+  """The fraction of the scaffold's steps the reasoning goes through in
+  order: the most of the steps it writes (see _labels) that keep the
+  scaffold's order, over the number of steps. A step out of order, repeated,
+  empty or missing earns nothing; the others keep their credit."""
+  found = _labels(reasoning, scaffold)
+  # The longest common subsequence of the steps written and the scaffold.
+  best = [0] * (len(scaffold) + 1)
+  for name in found:
+    prev = 0
+    for j, want in enumerate(scaffold, 1):
+      prev, best[j] = best[j], (prev + 1 if name == want
+                                else max(best[j], best[j - 1]))
+  return best[-1] / len(scaffold)
 
 
 def extract_answer(completion: str) -> str | None:
@@ -197,11 +238,6 @@ def group_normalized(components: Mapping[str, np.ndarray],
   return out
 
 
-def _format(completion: str, example: Example) -> float:
-  del example  # the format does not depend on the question
-  return format_reward(completion)
-
-
 def answer_reward(completion: str, example: Example) -> float:
   """1.0 if the completion's answer is right, else 0.0.
 
@@ -223,7 +259,10 @@ def answer_reward(completion: str, example: Example) -> float:
                                   answer) == 1.0)
 
 
-RULE_REWARDS: dict[str, Callable[[str, Example], float]] = {
-    "format": _format,
-    "answer": answer_reward,
-}
+def rule_rewards(scaffold: Sequence[str] = ()
+                 ) -> dict[str, Callable[[str, Example], float]]:
+  """The rule reward components, name -> reward(completion, example), for
+  a run whose reasoning follows `scaffold` (none: free reasoning)."""
+  # The format does not depend on the question.
+  return {"format": lambda completion, _: format_reward(completion, scaffold),
+          "answer": answer_reward}

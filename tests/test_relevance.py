@@ -14,7 +14,7 @@ from judge_server.packs import load_packs
 from orchestrator import config as config_lib
 from orchestrator.data.dataset import Example, load_jsonl
 from orchestrator.relevance import Relevance, novelty, tokens
-from orchestrator.rewards import RULE_REWARDS, composite, extract_reasoning
+from orchestrator.rewards import composite, extract_reasoning, rule_rewards
 from orchestrator.rundir import grpo_records
 
 SAMPLE = (pathlib.Path(__file__).resolve().parents[1] / "data"
@@ -183,8 +183,8 @@ def test_shipped_examples_score_in_range_and_relevance_is_not_a_rule():
                  f"<answer>{ex.answer}</answer>"):
       score = scorer.score(text, ex)
       assert 0.0 <= score <= 1.0 and math.isfinite(score), (ex.id, text)
-  # The trainer adds it beside the rules; RULE_REWARDS stays (str, Example).
-  assert "relevance" not in RULE_REWARDS
+  # The trainer adds it beside the rules; the rules stay (str, Example).
+  assert "relevance" not in rule_rewards()
 
 
 def test_config_defaults_and_one_line_errors(tmp_path):

@@ -6,9 +6,9 @@ import pytest
 from judge_server.packs import load_packs
 from orchestrator.data import templates
 from orchestrator.data.dataset import load_jsonl
-from orchestrator.rewards import (RULE_REWARDS, composite, exact_answer_reward,
+from orchestrator.rewards import (composite, exact_answer_reward,
                                   group_normalized,
-                                  extract_answer, format_reward)
+                                  extract_answer, format_reward, rule_rewards)
 
 SAMPLE = (pathlib.Path(__file__).resolve().parents[1] / "data"
           / "reasoning-sample.jsonl")
@@ -110,7 +110,7 @@ def test_every_shipped_answer_matches_itself():
   for example in examples:
     completion = f"<reasoning>x</reasoning><answer>{example.answer}</answer>"
     scores = {name: reward(completion, example)
-              for name, reward in RULE_REWARDS.items()}
+              for name, reward in rule_rewards().items()}
     assert scores == {"format": 1.0, "answer": 1.0}, example.id
 
 

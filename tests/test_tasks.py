@@ -17,7 +17,7 @@ from judge_server.packs import load_packs
 from orchestrator import cli
 from orchestrator.data import tasks
 from orchestrator.data.dataset import DatasetError, load_jsonl
-from orchestrator.rewards import RULE_REWARDS, answer_reward
+from orchestrator.rewards import answer_reward, rule_rewards
 from orchestrator.data.sft_rows import load_sft
 from orchestrator.data.task_traces import TRACES
 
@@ -206,7 +206,7 @@ def test_answer_reward_grades_with_the_task_verifier(tmp_path, capsys):
   assert _make(capsys, out, "--tasks", ",".join(sorted(TRACES)), "--train",
                "44", "--heldout", "0")[0] == 0
   examples = load_jsonl(out / "train.jsonl", load_packs().keys())
-  assert RULE_REWARDS["answer"] is answer_reward
+  assert rule_rewards()["answer"] is answer_reward
   for ex in examples:
     right = f"<reasoning>r</reasoning><answer>{ex.answer}</answer>"
     wrong = f"<reasoning>r</reasoning><answer>{_wrong(ex.answer)}</answer>"

@@ -19,7 +19,8 @@ no steps to write out (products: a single multiplication, whose steps would
 be long multiplication), or its solution is a search (puzzles, games) too
 long for these sequence budgets.
 
-Pure functions of the metadata; reasoning_gym is imported only by
+METHODS says in a sentence how each family's trace goes, for SFT rows written
+in a scaffold (plan, work, result). Pure functions of the metadata; reasoning_gym is imported only by
 leg_counting, for its table of legs per animal.
 """
 
@@ -197,6 +198,29 @@ TRACES: dict[str, Callable[[dict], str | None]] = {
     "fraction_simplification": _fraction_simplification,
     "count_bits": _count_bits,
     "base_conversion": _base_conversion,
+}
+
+
+# task -> how its trace works, in a sentence: the first step of a scaffolded
+# SFT row (tasks.sft_row), the plan before the work.
+METHODS: dict[str, str] = {
+    "chain_sum": "Add and subtract from left to right, keeping a running "
+                 "total.",
+    "decimal_chain_sum": "Add and subtract from left to right, keeping a "
+                         "running total.",
+    "basic_arithmetic": "Work out each operation, innermost and highest "
+                        "precedence first.",
+    "leg_counting": "Multiply each animal's count by its legs, then add.",
+    "spell_backward": "Split the word into letters and read them from the "
+                      "last.",
+    "letter_counting": "Count the letter in each word, then add the counts.",
+    "gcd": "Use Euclid's algorithm on the numbers in turn.",
+    "lcm": "Take the numbers in turn: lcm = product / gcd.",
+    "fraction_simplification": "Divide the numerator and the denominator by "
+                               "their gcd.",
+    "count_bits": "Write the number in binary and count its ones.",
+    "base_conversion": "Read the number in decimal, then divide by the "
+                       "target base until 0; the remainders are the digits.",
 }
 
 

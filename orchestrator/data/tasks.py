@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from orchestrator.data import task_traces
+from orchestrator.data import task_traces, templates
 
 RUBRIC_ID = "reference-answer"
 FILES = ("train.jsonl", "heldout.jsonl", "sft.jsonl", "manifest.json")
@@ -219,14 +219,22 @@ def generate(task: str, n: int, seed: int, split: str = "train",
       "or widen the generator (--option)")
 
 
-def sft_row(row: dict) -> dict | None:
+def sft_row(row: dict, scaffold: Sequence[str] = ()) -> dict | None:
   """The SFT row (orchestrator/data/sft_rows.py) of a generated row, None when
-  its family or the row has no derivable reasoning."""
+  its family or the row has no derivable reasoning. With a scaffold of three
+  step names, the row's steps: how the family's trace goes
+  (task_traces.METHODS), the trace, and the result."""
   reasoning = task_traces.trace(row["task"], row["metadata"])
   if reasoning is None:
     return None
-  return {"id": row["id"], "prompt": row["prompt"], "reasoning": reasoning,
-          "answer": row["answer"]}
+  sft = {"id": row["id"], "prompt": row["prompt"]}
+  if scaffold:
+    plan, work, result = scaffold
+    sft["steps"] = {plan: task_traces.METHODS[row["task"]], work: reasoning,
+                    result: f"The answer is {row['answer']}."}
+  else:
+    sft["reasoning"] = reasoning
+  return {**sft, "answer": row["answer"]}
 
 
 def _shares(total: int, parts: int) -> list[int]:
@@ -239,14 +247,17 @@ def _jsonl(rows: list[dict]) -> str:
 
 
 def make(tasks: Sequence[str], train: int, heldout: int, seed: int,
-         out: str | os.PathLike, option_items: Sequence[str] = ()) -> dict:
+         out: str | os.PathLike, option_items: Sequence[str] = (),
+         scaffold: Sequence[str] = ()) -> dict:
   """Writes `out`/train.jsonl, heldout.jsonl, sft.jsonl and manifest.json;
   returns the manifest.
 
   train and heldout rows are split evenly across the tasks (the remainder
   to the first). Held-out rows come from another derived seed and never
   share a normalised prompt with a training row or with each other. SFT
-  rows come from the training rows of families with traces. Same arguments,
+  rows come from the training rows of families with traces, with steps
+  when a scaffold (three step names: plan, work, result) is given; pass the
+  same names as prompt.scaffold to the stages. Same arguments,
   byte-identical files. Each file is written whole (temporary name, then
   renamed). Raises ValueError for an existing non-empty `out`, unknown or
   repeated tasks, bad options, or a generator that cannot give enough rows.
@@ -264,6 +275,14 @@ def make(tasks: Sequence[str], train: int, heldout: int, seed: int,
   if train < 0 or heldout < 0 or train + heldout == 0:
     raise ValueError("--train, --heldout: want counts >= 0, not both 0")
   options = parse_options(option_items, tasks)
+  if scaffold:
+    try:
+      templates.check_scaffold(scaffold)
+    except ValueError as e:
+      raise ValueError(f"--{e}") from None
+    if len(scaffold) != 3:
+      raise ValueError(f"--scaffold: give three step names (plan, work, "
+                       f"result), got {len(scaffold)}")
   splits = {"train": [], "heldout": [], "sft": []}
   counts = {}
   for task, n, m in zip(tasks, _shares(train, len(tasks)),
@@ -271,7 +290,7 @@ def make(tasks: Sequence[str], train: int, heldout: int, seed: int,
     rows = generate(task, n, seed, "train", options[task])
     held = generate(task, m, seed, "heldout", options[task], frozenset(
         normalised(row["prompt"]) for row in rows))
-    sft = [s for s in map(sft_row, rows) if s is not None]
+    sft = [s for s in (sft_row(r, scaffold) for r in rows) if s is not None]
     splits["train"] += rows
     splits["heldout"] += held
     splits["sft"] += sft
@@ -281,7 +300,8 @@ def make(tasks: Sequence[str], train: int, heldout: int, seed: int,
           f"{len(sft)} SFT rows", file=sys.stderr, flush=True)
   manifest = {
       "arguments": {"tasks": list(tasks), "train": train, "heldout": heldout,
-                    "seed": seed, "options": list(option_items)},
+                    "seed": seed, "options": list(option_items),
+                    "scaffold": list(scaffold)},
       "counts": counts,
       "traces": [t for t in tasks if t in task_traces.TRACES],
   }

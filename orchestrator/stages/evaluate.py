@@ -2,7 +2,8 @@
 
 Each candidate (the base model, or what a run trained) answers every
 held-out question greedily; the answers get the training rewards' measures:
-format accuracy (the strict template, format reward 1), answer accuracy
+format accuracy (the strict template, and every step of the scaffold in
+order where prompt.scaffold names one: format reward 1), answer accuracy
 (the `answer` reward 1), each with its 95 % Wilson interval, the judge's mean
 rubric score over the answers it could score (unscorable ones are counted,
 never averaged in as 0) and the mean answer length in tokens; overall and
@@ -37,7 +38,8 @@ from orchestrator.stages import pipeline
 from orchestrator import rewards
 from orchestrator import stats
 from orchestrator.data import templates
-from orchestrator.config import DataConfig, JudgeRunConfig, MeshConfig
+from orchestrator.config import (DataConfig, JudgeRunConfig, MeshConfig,
+                                 PromptConfig)
 from policy_worker import models, rollout
 from grar_config.model import ModelSpec
 from protos import judge_pb2
@@ -65,6 +67,7 @@ class EvalConfig:
   model: ModelSpec = ModelSpec()
   mesh: MeshConfig = MeshConfig()
   data: DataConfig = DataConfig(path="data/heldout-sample.jsonl")
+  prompt: PromptConfig = PromptConfig()
   judge: JudgeRunConfig = JudgeRunConfig()
   candidates: tuple[Candidate, ...] = (Candidate("base"),)
   max_prompt_tokens: int = 512
@@ -167,8 +170,10 @@ def _answers(cfg: EvalConfig, trained, examples, mesh, client, name: str,
         model, tokenizer, mesh, max_prompt_tokens=cfg.max_prompt_tokens,
         max_new_tokens=cfg.max_new_tokens)
   generator = generators[structure]
+  scaffold = cfg.prompt.scaffold
   for ex in examples:
-    if (n := rollout.prompt_length(tokenizer, templates.render(ex.prompt))
+    if (n := rollout.prompt_length(
+        tokenizer, templates.render(ex.prompt, scaffold))
         ) > cfg.max_prompt_tokens:
       raise ValueError(f"max_prompt_tokens: {cfg.max_prompt_tokens} is too "
                        f"small for example {ex.id}, which needs {n}")
@@ -180,10 +185,10 @@ def _answers(cfg: EvalConfig, trained, examples, mesh, client, name: str,
     for start in range(0, len(examples), size):
       batch = examples[start:start + size]
       t0 = time.monotonic()
-      texts, lengths = _generate(generator, batch, size)
+      texts, lengths = _generate(generator, batch, size, scaffold)
       t1 = time.monotonic()
       if pending is not None:
-        rows += _rows(name, *pending)
+        rows += _rows(name, scaffold, *pending)
       requests = judge_requests(name, batch, texts, 1,
                                          cfg.judge.aggregation)
       pending = (batch, texts, lengths, requests,
@@ -194,23 +199,25 @@ def _answers(cfg: EvalConfig, trained, examples, mesh, client, name: str,
             f"({lengths.sum() / (t1 - t0):.1f} tok/s)  judge wait "
             f"{time.monotonic() - t1:.1f} s  {time.monotonic() - t_start:.0f}"
             " s", file=sys.stderr, flush=True)
-    rows += _rows(name, *pending)
+    rows += _rows(name, scaffold, *pending)
   return rows
 
 
-def _generate(generator, batch, size: int) -> tuple[list[str], np.ndarray]:
+def _generate(generator, batch, size: int, scaffold: tuple[str, ...]
+              ) -> tuple[list[str], np.ndarray]:
   """(texts, [len(batch)] token counts): greedy answers to batch. A batch
   shorter than size is padded with copies of its last prompt: another batch
   shape would compile the sampler again (minutes on the 270M), and a copy
   stops when its original does, so it adds no decode steps."""
-  prompts = [templates.render(ex.prompt) for ex in batch]
+  prompts = [templates.render(ex.prompt, scaffold) for ex in batch]
   prompts += prompts[-1:] * (size - len(prompts))
   # Without top_p, tunix's sampler takes the most likely token.
   rolls = generator.generate(prompts, 1, temperature=1.0, top_p=None, seed=0)
   return rolls.texts[:len(batch)], rolls.completion_lengths[:len(batch)]
 
 
-def _rows(name: str, batch, texts, lengths, requests, judged) -> list[dict]:
+def _rows(name: str, scaffold: tuple[str, ...], batch, texts, lengths,
+          requests, judged) -> list[dict]:
   """The rows of one generated batch, once its judge call (a future) ends."""
   by_id = judged.result()
   rows = []
@@ -222,8 +229,8 @@ def _rows(name: str, batch, texts, lengths, requests, judged) -> list[dict]:
         "task": ex.task or ex.domain, "prompt": ex.prompt,
         "reference_answer": ex.answer, "completion": text,
         "completion_tokens": int(n),
-        "format": rewards.format_reward(text),
-        "answer": rewards.RULE_REWARDS["answer"](text, ex),
+        "format": rewards.format_reward(text, scaffold),
+        "answer": rewards.answer_reward(text, ex),
         "judge_status": judge_pb2.Status.Name(result.status),
         "judge_reward": result.reward if scored else None,
         "judge_reason": result.reason})

@@ -125,7 +125,9 @@ class _Trainer:
       self.reference, _ = _policy(cfg, policy_mesh, cfg.grpo.init_from)
     else:
       self.reference, _ = models.build_model(cfg.model, policy_mesh)
-    self.prompts = {ex.id: templates.render(ex.prompt) for ex in examples}
+    self.prompts = {ex.id: templates.render(ex.prompt, cfg.prompt.scaffold)
+                    for ex in examples}
+    self.rule_rewards = rewards_lib.rule_rewards(cfg.prompt.scaffold)
     # The relevance reward's idf, fitted on the questions the run trains on.
     self.relevance = relevance_lib.Relevance.fit(
         [ex.prompt for ex in examples], cfg.rewards.relevance_max_tokens,
@@ -177,7 +179,7 @@ class _Trainer:
     owners = [batch[i // G] for i in range(len(rolls.texts))]
     components = {
         name: np.array([fn(text, ex) for text, ex in zip(rolls.texts, owners)])
-        for name, fn in rewards_lib.RULE_REWARDS.items()}
+        for name, fn in self.rule_rewards.items()}
     components["relevance"] = np.array(
         [self.relevance.score(text, ex)
          for text, ex in zip(rolls.texts, owners)])

@@ -99,10 +99,10 @@ def _stages(cfg: PipelineConfig) -> list[tuple[str, Callable[
     [pathlib.Path, pathlib.Path | None], pathlib.Path]]]:
   """(name, runner) of the SFT and SimPO stages, in order."""
   stages = [("sft", lambda d, init: sft_stage.run_sft(
-      cfg.sft, cfg.model, _policy_mesh(cfg), d, init))]
+      cfg.sft, cfg.model, _policy_mesh(cfg), d, init, cfg.prompt))]
   if cfg.simpo is not None:
     stages.append(("simpo", lambda d, init: simpo_stage.run_simpo(
-        cfg.simpo, cfg.model, _policy_mesh(cfg), d, init)))
+        cfg.simpo, cfg.model, _policy_mesh(cfg), d, init, cfg.prompt)))
   return stages
 
 
@@ -203,7 +203,8 @@ def _evaluate(cfg: PipelineConfig, pipeline_dir: pathlib.Path) -> None:
         flush=True)
   report = evaluate.evaluate(evaluate.EvalConfig(
       model=cfg.model, mesh=cfg.mesh,
-      data=config_lib.DataConfig(path=cfg.eval.data), judge=cfg.judge,
+      data=config_lib.DataConfig(path=cfg.eval.data), prompt=cfg.prompt,
+      judge=cfg.judge,
       candidates=tuple(evaluate.Candidate(name, run)
                        for name, run in candidates(cfg, pipeline_dir)),
       max_prompt_tokens=cfg.rollout.max_prompt_tokens,

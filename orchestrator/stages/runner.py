@@ -18,7 +18,7 @@ from grar_config import strict
 from grar_config.mesh import MeshShape
 from grar_config.model import ModelSpec
 from orchestrator import mesh as mesh_lib
-from orchestrator.config import positive
+from orchestrator.config import PromptConfig, positive
 from orchestrator.data.batches import batch_for_step
 from orchestrator.data.sft_rows import split_eval
 from orchestrator.rundir import layout as run_dir_lib
@@ -119,12 +119,13 @@ def eval_batches(held: list, batch_size: int, collate: Callable) -> list:
 
 def create_dir(out_dir: pathlib.Path, spec: ModelSpec,
                mesh: jax.sharding.Mesh, section: str, cfg: StageConfig,
+               prompt: PromptConfig,
                init_lora: pathlib.Path | None) -> pathlib.Path:
   """The stage directory with config.yaml, the stage's run config."""
   out_dir = pathlib.Path(out_dir)
   return run_dir_lib.create(str(out_dir.parent), out_dir.name, {
       "model": dataclasses.asdict(spec), "mesh": dict(mesh.shape),
-      section: dataclasses.asdict(cfg),
+      "prompt": dataclasses.asdict(prompt), section: dataclasses.asdict(cfg),
       "init_lora": str(init_lora) if init_lora else ""})
 
 
@@ -175,8 +176,9 @@ class Objective:
 
   name: the config section and the progress line's label; columns: its
   metrics.csv columns (shown: those on the progress line); load(path): the
-  rows of a data file; encode(tokenizer, cfg, rows, where): the encoded
-  items, refusing those over cfg.max_tokens (see encode_all);
+  rows of a data file; encode(tokenizer, cfg, rows, where, scaffold): the
+  encoded items, their prompts rendered with the scaffold, refusing those
+  over cfg.max_tokens (see encode_all);
   collate(tokenizer, items): the function that makes a batch of items, for
   every item of the run (train and held out) so one shape compiles once;
   make_trainer(model, cfg, tokenizer, emit): the tunix trainer.
@@ -192,21 +194,25 @@ class Objective:
 
 def run_stage(objective: Objective, cfg: StageConfig, spec: ModelSpec,
               mesh: jax.sharding.Mesh, out_dir: pathlib.Path,
-              init_lora: pathlib.Path | None = None) -> pathlib.Path:
+              init_lora: pathlib.Path | None = None,
+              prompt: PromptConfig = PromptConfig()) -> pathlib.Path:
   """Trains LoRA adapters of `spec` on `mesh` for cfg.steps steps in a new
-  directory `out_dir`; returns the final checkpoint directory
+  directory `out_dir`, on rows written in prompt's template; returns the final checkpoint directory
   (out_dir/checkpoints/step_N), which policy_worker.checkpoint.restore_lora
   reads. Raises DatasetError / ValueError for bad data or config, and
   run_dir.RunDirError when out_dir is not empty."""
   rows, eval_rows = read(cfg, objective.load)
+  scaffold = prompt.scaffold
   model, tokenizer = models.build_policy(
       spec, mesh, rank=cfg.lora_rank, alpha=cfg.lora_alpha, seed=cfg.seed,
       init_lora=init_lora)
   train, held = train_eval(
       cfg, rows, eval_rows,
-      lambda items, where: objective.encode(tokenizer, cfg, items, where))
+      lambda items, where: objective.encode(tokenizer, cfg, items, where,
+                                            scaffold))
   # Created once the data is known good, so a retry finds it free.
-  run_dir = create_dir(out_dir, spec, mesh, objective.name, cfg, init_lora)
+  run_dir = create_dir(out_dir, spec, mesh, objective.name, cfg, prompt,
+                       init_lora)
   collate = objective.collate(tokenizer, train + held)
   metrics = StageMetrics(run_dir, objective.name, objective.columns,
                          objective.shown, cfg.steps)
@@ -223,13 +229,15 @@ def run_stage(objective: Objective, cfg: StageConfig, spec: ModelSpec,
 def run_config(objective: Objective, section: type) -> type:
   """The config of `grar NAME --config`, the stage alone: model; mesh, the
   policy's devices; NAME, the stage's section; init_lora, a LoRA checkpoint
-  to start from ("" for fresh adapters); output_dir; run_name (default: a
+  to start from ("" for fresh adapters); prompt, the reasoning template
+  (orchestrator.config.PromptConfig); output_dir; run_name (default: a
   timestamp and "-NAME")."""
   return strict.config(dataclasses.make_dataclass(
       f"{objective.name.upper()}RunConfig", [
           ("model", ModelSpec, dataclasses.field(default=ModelSpec())),
           ("mesh", MeshShape,
            dataclasses.field(default=MeshShape(fsdp=1, tp=4))),
+          ("prompt", PromptConfig, dataclasses.field(default=PromptConfig())),
           (objective.name, section, dataclasses.field(default=section())),
           ("init_lora", str, ""), ("output_dir", str, "runs"),
           ("run_name", str, "")], frozen=True))
@@ -245,4 +253,5 @@ def run_alone(objective: Objective, cfg) -> pathlib.Path:
           + objective.name)
   return run_stage(objective, getattr(cfg, objective.name), cfg.model,
                    policy_mesh, pathlib.Path(cfg.output_dir) / name,
-                   pathlib.Path(cfg.init_lora) if cfg.init_lora else None)
+                   pathlib.Path(cfg.init_lora) if cfg.init_lora else None,
+                   cfg.prompt)

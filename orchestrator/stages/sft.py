@@ -13,8 +13,9 @@ import jax
 
 from grar_config import strict
 from grar_config.model import ModelSpec
+from orchestrator.config import PromptConfig
 from orchestrator.data import templates
-from orchestrator.data.sft_rows import completion, load_sft
+from orchestrator.data.sft_rows import load_sft, target
 from orchestrator.stages import runner
 from policy_worker import sft
 
@@ -27,10 +28,23 @@ class SFTConfig(runner.StageConfig):
   data: str = "data/sft-sample.jsonl"
 
 
-def _encode(tokenizer, cfg: SFTConfig, rows, where):
+def _targets(rows, scaffold, where) -> list[str]:
+  targets = []
+  for i, row in enumerate(rows):
+    try:
+      targets.append(target(row, scaffold))
+    except ValueError as e:
+      raise ValueError(f"{where}: row {i} (counting rows from 0): {e}"
+                       ) from None
+  return targets
+
+
+def _encode(tokenizer, cfg: SFTConfig, rows, where, scaffold):
+  pairs = list(zip(rows, _targets(rows, scaffold, where)))
   return runner.encode_all(
-      rows, lambda r: sft.encode(tokenizer, templates.render(r.prompt),
-                                 completion(r.reasoning, r.answer)),
+      pairs, lambda p: sft.encode(tokenizer,
+                                  templates.render(p[0].prompt, scaffold),
+                                  p[1]),
       lambda enc: len(enc[0]), cfg.max_tokens, where)
 
 
@@ -53,9 +67,11 @@ OBJECTIVE = runner.Objective("sft", COLUMNS, ("loss", "eval_loss"), load_sft,
 
 def run_sft(cfg: SFTConfig, spec: ModelSpec, mesh: jax.sharding.Mesh,
             out_dir: pathlib.Path,
-            init_lora: pathlib.Path | None = None) -> pathlib.Path:
+            init_lora: pathlib.Path | None = None,
+            prompt: PromptConfig = PromptConfig()) -> pathlib.Path:
   """The SFT stage in `out_dir`; see runner.run_stage."""
-  return runner.run_stage(OBJECTIVE, cfg, spec, mesh, out_dir, init_lora)
+  return runner.run_stage(OBJECTIVE, cfg, spec, mesh, out_dir, init_lora,
+                          prompt)
 
 
 SFTRunConfig = runner.run_config(OBJECTIVE, SFTConfig)

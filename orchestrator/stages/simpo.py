@@ -15,6 +15,7 @@ import jax
 
 from grar_config import strict
 from grar_config.model import ModelSpec
+from orchestrator.config import PromptConfig
 from orchestrator.data import templates
 from orchestrator.data.preference_pairs import load_pairs
 from orchestrator.stages import runner
@@ -44,15 +45,19 @@ class SimPOConfig(runner.StageConfig):
       raise ValueError(f"gamma: must be >= 0, got {self.gamma}")
 
 
-def _encode(tokenizer, cfg: SimPOConfig, pairs, where):
-  def tokens(pair):
+def _encode(tokenizer, cfg: SimPOConfig, pairs, where, scaffold):
+  prompts = [templates.render(p.prompt, scaffold) for p in pairs]
+
+  def tokens(item):
     # (prompt with BOS, chosen with EOS, rejected with EOS)
-    return (1 + len(tokenizer.encode(templates.render(pair.prompt))),
+    prompt, pair = item
+    return (1 + len(tokenizer.encode(prompt)),
             1 + len(tokenizer.encode(pair.chosen)),
             1 + len(tokenizer.encode(pair.rejected)))
-  lengths = runner.encode_all(pairs, tokens, lambda n: n[0] + max(n[1:]),
+  items = list(zip(prompts, pairs))
+  lengths = runner.encode_all(items, tokens, lambda n: n[0] + max(n[1:]),
                               cfg.max_tokens, where)
-  return list(zip(pairs, lengths))
+  return list(zip(items, lengths))
 
 
 def _collate(tokenizer, items):
@@ -61,9 +66,9 @@ def _collate(tokenizer, items):
   response_len = max(max(n[1:]) for _, n in items)
 
   def collate(batch):
-    pairs = [pair for pair, _ in batch]
+    pairs = [pair for (_, pair), _ in batch]
     return simpo.encode_pairs(
-        tokenizer, [templates.render(p.prompt) for p in pairs],
+        tokenizer, [prompt for (prompt, _), _ in batch],
         [p.chosen for p in pairs], [p.rejected for p in pairs], prompt_len,
         response_len)
   return collate
@@ -83,9 +88,11 @@ OBJECTIVE = runner.Objective(
 
 def run_simpo(cfg: SimPOConfig, spec: ModelSpec, mesh: jax.sharding.Mesh,
               out_dir: pathlib.Path,
-              init_lora: pathlib.Path | None = None) -> pathlib.Path:
+              init_lora: pathlib.Path | None = None,
+              prompt: PromptConfig = PromptConfig()) -> pathlib.Path:
   """The SimPO stage in `out_dir`; see runner.run_stage."""
-  return runner.run_stage(OBJECTIVE, cfg, spec, mesh, out_dir, init_lora)
+  return runner.run_stage(OBJECTIVE, cfg, spec, mesh, out_dir, init_lora,
+                          prompt)
 
 
 SimPORunConfig = runner.run_config(OBJECTIVE, SimPOConfig)
