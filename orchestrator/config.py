@@ -31,6 +31,24 @@ class DataConfig:
 
 
 @strict.config
+class CurriculumConfig:
+  """Harder datasets after data.path (level 0), advanced by the policy's
+  success rate (orchestrator/data/curriculum.py): once a level has had
+  min_steps trained steps and the mean of `component` over the rollouts of
+  its last min_steps steps reaches `threshold`, batches come from the next
+  level. No levels: no curriculum."""
+  levels: tuple[str, ...] = ()
+  component: Literal["answer", "format", "judge", "relevance"] = "answer"
+  threshold: float = 0.7
+  min_steps: int = 4
+
+  def __post_init__(self):
+    positive(self, "min_steps")
+    if not 0 <= self.threshold <= 1:
+      raise ValueError(f"threshold: must be in [0, 1], got {self.threshold}")
+
+
+@strict.config
 class PromptConfig:
   """The reasoning template that every stage writes (SFT targets) and reads
   (rewards, evaluation). scaffold: the named steps the reasoning goes
@@ -262,6 +280,7 @@ class RunConfig:
   model: ModelSpec = ModelSpec()
   mesh: MeshConfig = MeshConfig()
   data: DataConfig = DataConfig()
+  curriculum: CurriculumConfig = CurriculumConfig()
   prompt: PromptConfig = PromptConfig()
   rollout: RolloutConfig = RolloutConfig()
   grpo: GRPOConfig = GRPOConfig()

@@ -32,6 +32,7 @@ class Generated:
   versions: np.ndarray
   time_generate: float
   generated_at: tuple[float, float]  # unix times generation began, ended
+  level: int = 0  # the curriculum level its batch was drawn from
 
 
 def path(run_dir: pathlib.Path, step: int) -> pathlib.Path:
@@ -41,7 +42,8 @@ def path(run_dir: pathlib.Path, step: int) -> pathlib.Path:
 def save(file: pathlib.Path, batches: list[Generated]) -> None:
   """Writes `batches` atomically (by rename): a kill leaves the old file or
   the new one."""
-  arrays = {"steps": np.array([b.step for b in batches], np.int64)}
+  arrays = {"steps": np.array([b.step for b in batches], np.int64),
+            "levels": np.array([b.level for b in batches], np.int64)}
   for i, b in enumerate(batches):
     arrays |= {
         f"{i}/prompt_tokens": b.rollouts.prompt_tokens,
@@ -68,6 +70,9 @@ def load(file: pathlib.Path) -> list[Generated]:
     return []
   with np.load(file, allow_pickle=False) as z:
     batches = []
+    # Files written before curriculum levels existed hold no "levels".
+    levels = (z["levels"].tolist() if "levels" in z.files
+              else [0] * len(z["steps"]))
     for i, step in enumerate(z["steps"].tolist()):
       prefix = f"{i}/"
 
@@ -85,5 +90,5 @@ def load(file: pathlib.Path) -> list[Generated]:
           ref_logps=optional("ref_logps"), old_logps=optional("old_logps"),
           versions=z[prefix + "versions"],
           time_generate=time_generate,
-          generated_at=tuple(generated_at)))
+          generated_at=tuple(generated_at), level=levels[i]))
   return batches

@@ -53,8 +53,11 @@ class MetricsWriter:
     width = 20
     filled = int(width * step / self._total)
     bar = "#" * filled + "." * (width - filled)
-    print(f"[{bar}] step {step}/{self._total}  reward {row['reward_mean']:.3f}"
-          f"  judge {row['judge_mean']:.3f}  loss {row['loss']:.4f}  "
+    level = (f"  level {row['curriculum_level']}"
+             if "curriculum_level" in row else "")
+    print(f"[{bar}] step {step}/{self._total}{level}  reward "
+          f"{row['reward_mean']:.3f}  judge {row['judge_mean']:.3f}  loss "
+          f"{row['loss']:.4f}  "
           f"kl {row['kl']:.4f}  {row['time_step']:.1f}s/step  eta {eta:.0f}s",
           file=self._out, flush=True)
 

@@ -34,7 +34,7 @@ from orchestrator import relevance as relevance_lib
 from orchestrator import rewards as rewards_lib
 from orchestrator.config import RunConfig
 from orchestrator.data import dataset as dataset_lib
-from orchestrator.data import templates
+from orchestrator.data import curriculum, templates
 from orchestrator.data.batches import batch_for_step
 from orchestrator.judge import target as judge_target
 from orchestrator.judge.requests import judge_requests
@@ -111,11 +111,13 @@ class _Trainer:
   """The models, the rollout source, the judge connection and the run
   directory of one run."""
 
-  def __init__(self, cfg: RunConfig, run_dir: pathlib.Path, examples,
+  def __init__(self, cfg: RunConfig, run_dir: pathlib.Path, levels,
                policy_mesh, client, pool):
+    """levels: the examples of data.path, then of each curriculum level."""
     self.cfg = cfg
     self.run_dir = run_dir
-    self.examples = examples
+    self.levels = levels
+    examples = [ex for level in levels for ex in level]
     self.client = client
     self.pool = pool
     self.policy, self.tokenizer = _policy(cfg, policy_mesh, cfg.grpo.init_from)
@@ -125,14 +127,15 @@ class _Trainer:
       self.reference, _ = _policy(cfg, policy_mesh, cfg.grpo.init_from)
     else:
       self.reference, _ = models.build_model(cfg.model, policy_mesh)
-    self.prompts = {ex.id: templates.render(ex.prompt, cfg.prompt.scaffold)
-                    for ex in examples}
+    # Per level: generated levels of one task share their ids.
+    self.prompts = [{ex.id: templates.render(ex.prompt, cfg.prompt.scaffold)
+                     for ex in level} for level in levels]
     self.rule_rewards = rewards_lib.rule_rewards(cfg.prompt.scaffold)
     # The relevance reward's idf, fitted on the questions the run trains on.
     self.relevance = relevance_lib.Relevance.fit(
         [ex.prompt for ex in examples], cfg.rewards.relevance_max_tokens,
         cfg.rewards.relevance_repeat_ngram)
-    too_long = {i: n for i, p in self.prompts.items()
+    too_long = {i: n for prompts in self.prompts for i, p in prompts.items()
                 if (n := rollout.prompt_length(self.tokenizer, p))
                 > cfg.rollout.max_prompt_tokens}
     if too_long:
@@ -155,12 +158,16 @@ class _Trainer:
     self.version = 0
     self.source.publish(self.version, self.policy)
     self.unscorable_streak = 0
+    self.schedule = curriculum.Schedule(
+        len(levels), cfg.curriculum.threshold, cfg.curriculum.min_steps)
+    self.curriculum = curriculum.State()
     self.length_watch = judge_watch.LengthWatch(
         cfg.judge.watch.length_corr_warn, cfg.judge.watch.patience)
 
-  def _batch(self, step: int) -> list:
-    return [self.examples[i] for i in batch_for_step(
-        len(self.examples), self.cfg.train.batch_size,
+  def _batch(self, step: int, level: int) -> list:
+    examples = self.levels[level]
+    return [examples[i] for i in batch_for_step(
+        len(examples), self.cfg.train.batch_size,
         self.cfg.data.shuffle_seed, step)]
 
   def produce(self, step: int) -> _InFlight:
@@ -168,9 +175,10 @@ class _Trainer:
     after the policy-side work (rule rewards, log-probs) is done."""
     cfg, G = self.cfg, self.cfg.rollout.num_generations
     t0, began = time.monotonic(), time.time()
-    batch = self._batch(step)
+    level = self.curriculum.level
+    batch = self._batch(step, level)
     rolls, versions = self.source.generate(
-        [self.prompts[ex.id] for ex in batch], G,
+        [self.prompts[level][ex.id] for ex in batch], G,
         temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
         seed=cfg.train.seed * 1_000_003 + step)
     time_generate = time.monotonic() - t0
@@ -188,7 +196,7 @@ class _Trainer:
                  else None)
     return _InFlight(inflight.Generated(
         step, rolls, components, ref_logps, old_logps, versions,
-        time_generate, generated_at), batch, requests, judged)
+        time_generate, generated_at, level), batch, requests, judged)
 
   def _judge(self, step: int, batch: list, texts: list[str]
              ) -> tuple[list, concurrent.futures.Future]:
@@ -229,11 +237,17 @@ class _Trainer:
         gen.rollouts.texts, lengths, results, components, reward,
         advantages, gen.versions, staleness,
         (*gen.generated_at, waited_at, judged_at)))
-    return grpo_records.metrics_row(
+    row = grpo_records.metrics_row(
         gen.step, G, results, scored, components, reward, valid, lengths,
         staleness, stale, self.client.retries, update,
         {"time_generate": gen.time_generate, "time_judge_wait": t1 - t0,
          "time_train": t2 - t1, "time_step": time.monotonic() - t_start})
+    if self.schedule.levels > 1:
+      success = curriculum.success_rate(components[cfg.curriculum.component])
+      self.curriculum = curriculum.advance(self.curriculum, gen.level,
+                                           success, self.schedule)
+      row.update(curriculum_level=gen.level, curriculum_success=success)
+    return row
 
   def check_unscorable(self, row) -> None:
     """Stops the run when the judge keeps failing; the step is logged first."""
@@ -252,8 +266,10 @@ class _Trainer:
                  pending: list[_InFlight]) -> None:
     """Saves the trainable state and the batches still in flight, then the
     manifest that makes step complete."""
-    checkpoint.save(run_dir_lib.checkpoint_dir(self.run_dir, step),
-                    self.policy, self.updater.optimizer)
+    directory = run_dir_lib.checkpoint_dir(self.run_dir, step)
+    checkpoint.save(directory, self.policy, self.updater.optimizer)
+    if self.schedule.levels > 1:
+      curriculum.save(curriculum.path(directory), self.curriculum)
     inflight.save(inflight.path(self.run_dir, step), [
         dataclasses.replace(p.generated, ref_logps=_on_host(
             p.generated.ref_logps), old_logps=_on_host(p.generated.old_logps))
@@ -264,13 +280,20 @@ class _Trainer:
   def restore(self, manifest: run_dir_lib.Manifest) -> list[_InFlight]:
     """Loads step's state; returns its in-flight batches, sent to the judge
     again."""
-    checkpoint.restore(run_dir_lib.checkpoint_dir(self.run_dir, manifest.step),
-                       self.policy, self.updater.optimizer)
+    directory = run_dir_lib.checkpoint_dir(self.run_dir, manifest.step)
+    checkpoint.restore(directory, self.policy, self.updater.optimizer)
+    if self.schedule.levels > 1:
+      try:
+        self.curriculum = curriculum.load(curriculum.path(directory))
+      except FileNotFoundError:
+        raise TrainError(
+            f"curriculum.levels: {directory} holds no curriculum state: the "
+            "run was started without curriculum levels") from None
     self.version = manifest.step
     self.source.publish(self.version, self.policy)
     resent = []
     for generated in inflight.load(inflight.path(self.run_dir, manifest.step)):
-      batch = self._batch(generated.step)
+      batch = self._batch(generated.step, generated.level)
       resent.append(_InFlight(generated, batch, *self._judge(
           generated.step, batch, generated.rollouts.texts)))
     return resent
@@ -311,10 +334,14 @@ def _run(cfg: RunConfig, resume_dir: pathlib.Path | None) -> RunResult:
 def _run_connected(cfg: RunConfig,
                    resume_dir: pathlib.Path | None) -> RunResult:
   packs = judge_server_lib.load_packs(cfg.judge.server.rubric_dir)
-  examples = dataset_lib.load_jsonl(cfg.data.path, packs.keys())
-  if len(examples) < cfg.train.batch_size:
-    raise TrainError(f"data.path: {len(examples)} examples, fewer than "
-                     f"train.batch_size={cfg.train.batch_size}")
+  levels = [dataset_lib.load_jsonl(path, packs.keys())
+            for path in (cfg.data.path, *cfg.curriculum.levels)]
+  for i, level in enumerate(levels):
+    if len(level) < cfg.train.batch_size:
+      where = f"curriculum.levels[{i - 1}]" if i else "data.path"
+      raise TrainError(f"{where}: {len(level)} examples, fewer than "
+                       f"train.batch_size={cfg.train.batch_size}")
+  examples = levels[0]
   policy_mesh, judge_mesh = mesh_lib.plan_for(cfg, jax.devices(), _say)
 
   if resume_dir is None:
@@ -337,7 +364,7 @@ def _run_connected(cfg: RunConfig,
     # One judge call in flight per batch the pipeline holds.
     pool = concurrent.futures.ThreadPoolExecutor(cfg.train.staleness + 1)
     t0 = time.monotonic()
-    trainer = _Trainer(cfg, run_dir, examples, policy_mesh, client, pool)
+    trainer = _Trainer(cfg, run_dir, levels, policy_mesh, client, pool)
     # Until the first progress line, the user would otherwise see nothing
     # for minutes with a real model on CPU.
     _say(f"policy and reference loaded ({time.monotonic() - t0:.0f} s); the "
