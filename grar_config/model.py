@@ -15,7 +15,18 @@ from grar_config import strict
 # 256 bytes. The tiny random family has this vocabulary.
 BYTE_VOCAB_SIZE = 4 + 256
 DTYPES = ("float32", "bfloat16")
-FAMILIES = ("gemma3-tiny", "gemma3", "gemma2")
+FAMILIES = ("gemma3-tiny", "gemma3-random", "gemma3", "gemma2")
+# Gemma-3's published text configs (the pretrained models' config.json, as
+# tunix's ModelConfig.gemma3_*_pt has them; tests/test_models_random.py
+# checks they agree): layers, embed, hidden, heads, head_dim, kv heads.
+GEMMA3_VOCAB_SIZE = 262_144
+GEMMA3_SIZES = {
+    "270m": (18, 640, 2048, 4, 256, 1),
+    "1b": (26, 1152, 6912, 4, 256, 1),
+    "4b": (34, 2560, 10240, 8, 256, 4),
+    "12b": (48, 3840, 15360, 16, 256, 8),
+}
+TOKENIZERS = ("gemma3-270m", "byte")
 
 
 def cache_dir() -> Path:
@@ -50,6 +61,11 @@ class ModelSpec:
   config.json, *.safetensors, tokenizer.json); their shape comes from its
   config.json and the shape fields below are unused. "gemma3" without a path
   is the shipped Gemma-3-270M as `grar models prepare gemma3-270m` leaves it.
+  "gemma3-random" is a real Gemma-3 shape (`size`: 270m, 1b, 4b, 12b, from
+  the published configs) with random weights, for benches where no
+  checkpoint can be had; its tokenizer is the shipped 270M's (all Gemma-3
+  sizes share it; prepared as above) or, with tokenizer "byte", the byte
+  tokenizer. Both fields are for that family only.
   """
   family: str = "gemma3-tiny"
   path: str = ""
@@ -65,6 +81,8 @@ class ModelSpec:
   # covers any prompt the byte tokenizer makes of the default limits.
   sliding_window_size: int = 4096
   dtype: str = "float32"
+  size: str = ""
+  tokenizer: str = "gemma3-270m"
 
   def __post_init__(self):
     if self.family not in FAMILIES:
@@ -73,9 +91,21 @@ class ModelSpec:
     if self.family == "gemma2" and not self.path:
       raise ValueError("path: family gemma2 needs the HF-format checkpoint "
                        "directory")
-    if self.family == "gemma3-tiny" and self.path:
-      raise ValueError("path: family gemma3-tiny is randomly initialised and "
-                       "reads no checkpoint; use family gemma3 or gemma2")
+    if self.family in ("gemma3-tiny", "gemma3-random") and self.path:
+      raise ValueError(f"path: family {self.family} is randomly initialised "
+                       "and reads no checkpoint; use family gemma3 or gemma2")
+    if (self.family == "gemma3-random") != bool(self.size):
+      raise ValueError(
+          "size: family gemma3-random needs one of "
+          f"{', '.join(GEMMA3_SIZES)}, and only it takes a size"
+          if self.family == "gemma3-random" else
+          f"size: only family gemma3-random takes a size, not {self.family}")
+    if self.size and self.size not in GEMMA3_SIZES:
+      raise ValueError(f"size: unknown Gemma-3 size {self.size!r} (known: "
+                       f"{', '.join(GEMMA3_SIZES)})")
+    if self.tokenizer not in TOKENIZERS:
+      raise ValueError(f"tokenizer: {self.tokenizer!r} is not one of "
+                       f"{TOKENIZERS}")
     if self.dtype not in DTYPES:
       raise ValueError(f"dtype: {self.dtype!r} is not one of {DTYPES}")
     for name in ("num_layers", "embed_dim", "hidden_dim", "num_heads",
@@ -87,8 +117,8 @@ class ModelSpec:
 
   @property
   def model_dir(self) -> Path | None:
-    """The checkpoint directory; None for the random tiny family."""
-    if self.family == "gemma3-tiny":
+    """The checkpoint directory; None for the random families."""
+    if self.family in ("gemma3-tiny", "gemma3-random"):
       return None
     if self.path:
       return Path(self.path).expanduser()
@@ -114,6 +144,8 @@ class ModelSpec:
       return ModelDims(BYTE_VOCAB_SIZE, self.num_layers, self.embed_dim,
                        self.hidden_dim, self.num_heads, self.head_dim,
                        self.num_kv_heads)
+    if self.family == "gemma3-random":
+      return ModelDims(GEMMA3_VOCAB_SIZE, *GEMMA3_SIZES[self.size])
     c = self.hf_config()
     try:
       return ModelDims(
@@ -128,5 +160,7 @@ class ModelSpec:
   def name(self) -> str:
     if self.model_dir is not None:
       return f"{self.family}-{self.model_dir.name}"
+    if self.family == "gemma3-random":
+      return f"{self.family}-{self.size}-seed{self.seed}"
     return (f"{self.family}-L{self.num_layers}-D{self.embed_dim}"
             f"-seed{self.seed}")

@@ -1,5 +1,6 @@
 """Building Gemma-family models on a mesh, and putting LoRA on them."""
 
+import dataclasses
 import itertools
 import pathlib
 
@@ -12,7 +13,7 @@ from tunix.models.gemma import params_safetensors as gemma2_params
 from tunix.models.gemma3 import model as gemma3
 from tunix.models.gemma3 import params_safetensors as gemma3_params
 
-from grar_config.model import ModelSpec
+from grar_config.model import ModelDims, ModelSpec, prepared_dir
 from policy_worker import checkpoint
 from policy_worker.tokenizer import ByteTokenizer, HFTokenizer, VOCAB_SIZE
 
@@ -38,13 +39,13 @@ def _place(model: nnx.Module, mesh: jax.sharding.Mesh) -> nnx.Module:
   return model
 
 
-def _fan_in(path: tuple, shape: tuple[int, ...], spec: ModelSpec) -> int:
+def _fan_in(path: tuple, dims: ModelDims) -> int:
   name = path[-2]
   if name == "attn_vec_einsum":
-    return spec.num_heads * spec.head_dim
+    return dims.num_heads * dims.head_dim
   if name == "down_proj":
-    return spec.hidden_dim
-  return spec.embed_dim
+    return dims.hidden_dim
+  return dims.embed_dim
 
 
 def _random_init(model: nnx.Module, spec: ModelSpec) -> None:
@@ -55,12 +56,12 @@ def _random_init(model: nnx.Module, spec: ModelSpec) -> None:
   gradient to LoRA and its logits are nearly uniform). Scaled draws give a
   random model whose outputs depend on its input, so LoRA can move them.
   """
-  key = jax.random.key(spec.seed)
+  key, dims = jax.random.key(spec.seed), spec.dims()
   for path, var in nnx.iter_graph(model):
     if isinstance(var, nnx.Param) and var[...].ndim >= 2:
       key, sub = jax.random.split(key)
       value = var[...]
-      std = _fan_in(path, value.shape, spec) ** -0.5
+      std = _fan_in(path, dims) ** -0.5
       var[...] = (std * jax.random.normal(sub, value.shape)).astype(
           value.dtype)
 
@@ -144,6 +145,24 @@ def _gemma2_hf_config(hf: dict, dtype) -> gemma2.ModelConfig:
       sliding_window_size=hf.get("sliding_window", 4096))
 
 
+def published_config(spec: ModelSpec) -> gemma3.ModelConfig:
+  """tunix's config of the published Gemma-3 size spec.size, in spec.dtype."""
+  name = "gemma3_270m" if spec.size == "270m" else f"gemma3_{spec.size}_pt"
+  return dataclasses.replace(getattr(gemma3.ModelConfig, name)(),
+                             param_dtype=jnp.dtype(spec.dtype))
+
+
+def _random_tokenizer(spec: ModelSpec):
+  if spec.tokenizer == "byte":
+    return ByteTokenizer()
+  directory = prepared_dir("gemma3-270m")
+  if not (directory / "tokenizer.json").exists():
+    raise ValueError(
+        f"tokenizer: the Gemma-3 tokenizer is not at {directory} (run `grar "
+        "models prepare gemma3-270m`, or set model.tokenizer=byte)")
+  return HFTokenizer(directory)
+
+
 # family -> (tunix config from config.json, safetensors loader)
 _CHECKPOINT_FAMILIES = {
     "gemma3": (_gemma3_hf_config, gemma3_params.create_model_from_safe_tensors),
@@ -154,18 +173,23 @@ _CHECKPOINT_FAMILIES = {
 def build_model(spec: ModelSpec, mesh: jax.sharding.Mesh):
   """Returns (model, tokenizer) with the model's weights on `mesh`.
 
-  gemma3-tiny: random weights, the byte tokenizer; the same spec always
-  gives the same weights, which is how the reference model equals the
-  policy's base at step 0. gemma3 / gemma2: the checkpoint at
+  gemma3-tiny: random weights, the byte tokenizer; gemma3-random: a
+  published Gemma-3 shape with random weights (see ModelSpec); the same
+  spec always gives the same weights, which is how the reference model
+  equals the policy's base at step 0. gemma3 / gemma2: the checkpoint at
   spec.model_dir, sharded as tunix's ShardingConfig says, and its
   tokenizer.json.
   """
   dtype = jnp.dtype(spec.dtype)
-  if spec.family == "gemma3-tiny":
+  if spec.family in ("gemma3-tiny", "gemma3-random"):
+    tiny = spec.family == "gemma3-tiny"
+    tokenizer = ByteTokenizer() if tiny else _random_tokenizer(spec)
     with jax.set_mesh(mesh):
-      model = gemma3.Gemma3(_gemma3_config(spec), rngs=nnx.Rngs(spec.seed))
+      model = gemma3.Gemma3(
+          _gemma3_config(spec) if tiny else published_config(spec),
+          rngs=nnx.Rngs(spec.seed))
       _random_init(model, spec)
-      return _place(model, mesh), ByteTokenizer()
+      return _place(model, mesh), tokenizer
   to_config, load = _CHECKPOINT_FAMILIES[spec.family]
   try:
     config = to_config(spec.hf_config(), dtype)
