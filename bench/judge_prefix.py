@@ -95,16 +95,25 @@ def main(argv=None) -> int:
   p.add_argument("--rollouts", type=int, default=8)
   p.add_argument("--response-tokens", type=int, default=160)
   p.add_argument("--runs", type=int, default=3)
+  p.add_argument("--size", default="", help="a Gemma-3 size (1b, 4b, 12b) "
+                 "with random weights, for an accelerator host without "
+                 "checkpoints (default: the shipped 270M)")
+  p.add_argument("--dtype", default="float32")
   args = p.parse_args(argv)
   mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]).reshape(1, 1),
                            ("fsdp", "tp"))
-  spec = ModelSpec(family="gemma3", path=str(prepare.prepare_gemma3_270m()))
+  # The shipped 270M: the model, or for --size the tokenizer.
+  shipped = str(prepare.prepare_gemma3_270m())
+  spec = (ModelSpec(family="gemma3-random", size=args.size, dtype=args.dtype)
+          if args.size else ModelSpec(family="gemma3", dtype=args.dtype,
+                                      path=shipped))
   packed = jax_local.build(BackendConfig(model=spec, max_batch=16), mesh)
   # The same weights, each prompt a row of its own.
   single = jax_local.JaxBackend(
       packed._model, packed._tok, mesh, spec,
       dataclasses.replace(packed._cfg, pack_shared_prefixes=False))
-  print(f"jax judge: Gemma-3-270M (shipped) on 1 CPU device, float32; "
+  print(f"jax judge: {spec.name} on 1 {mesh.devices.flat[0].platform} "
+        f"device, {args.dtype}; "
         f"{args.rollouts} rollouts of {args.response_tokens}-token "
         f"responses; one call per rollout", flush=True)
   pairs = []
