@@ -152,6 +152,18 @@ def _eval(args) -> int:
   return 0
 
 
+def _distill(args) -> int:
+  from orchestrator.stages import distill
+  cfg = distill.load(args.config, args.set)
+  try:
+    summary = distill.run(cfg)
+  except distill.DistillError as e:
+    print(f"grar: error: {e}", file=sys.stderr)
+    return 1
+  print(f"{distill.summary_text(summary)}\nSFT rows: {cfg.out}")
+  return 0
+
+
 def _export(args) -> int:
   from orchestrator.stages import pipeline
   from policy_worker import export
@@ -195,6 +207,7 @@ CONFIG_KINDS = {
     "sft": ("orchestrator.stages.sft", "SFTRunConfig"),
     "simpo": ("orchestrator.stages.simpo", "SimPORunConfig"),
     "eval": ("orchestrator.stages.evaluate", "EvalConfig"),
+    "distill": ("orchestrator.stages.distill", "DistillConfig"),
     "judge": ("judge_server.config", "JudgeConfig"),
 }
 
@@ -246,6 +259,11 @@ def parser() -> argparse.ArgumentParser:
                       "set: accuracy, judge score, length")
   with_config(ev)
   ev.set_defaults(func=_eval)
+
+  dist = sub.add_parser("distill", help="SFT rows written by teacher "
+                        "models, kept when format, answer (and judge) pass")
+  with_config(dist)
+  dist.set_defaults(func=_distill)
 
   exp = sub.add_parser("export", help="a run's LoRA merged into the base, "
                        "as an HF-format model directory")

@@ -16,6 +16,7 @@ import yaml
 
 from judge_server import config as judge_config
 from orchestrator import config as run_config
+from orchestrator.stages import distill
 from orchestrator.stages import evaluate
 from orchestrator.stages import pipeline
 from orchestrator.stages import sft as sft_stage
@@ -36,6 +37,8 @@ def _loader(path: pathlib.Path):
     return judge_config.load
   if "candidates" in keys:
     return evaluate.load
+  if "teachers" in keys:
+    return distill.load
   if "grpo" in keys and keys & {"sft", "simpo"}:
     return pipeline.load
   if "sft" in keys:
