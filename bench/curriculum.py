@@ -1,7 +1,8 @@
 """Does a curriculum help GRPO? The same steps with and without one.
 
 Three levels of generated chain_sum problems, easiest first:
-  0: 2 terms of 1 digit;  1: 3 terms of 1 digit;  2: 3 terms of 2 digits
+  0: 2 terms of 1-2 digits;  1: 3 terms of 1 digit;  2: 3 terms of 1-2
+  digits
 (level 2 is the demo's difficulty, and the target: the held-out rows are
 level 2). From one SFT warm start on level 2's worked traces, two arms
 train the same number of GRPO steps, rewarded by format and answer:
@@ -31,6 +32,7 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                              + " --xla_force_host_platform_device_count=2")
 
+import isolated  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -46,7 +48,7 @@ from orchestrator.stages import evaluate  # noqa: E402
 from orchestrator.stages import grpo as trainer  # noqa: E402
 from orchestrator.stages import sft as sft_stage  # noqa: E402
 
-LEVELS = (("chain_sum.max_terms=2", "chain_sum.max_digits=1"),
+LEVELS = (("chain_sum.max_terms=2", "chain_sum.max_digits=2"),
           ("chain_sum.max_terms=3", "chain_sum.max_digits=1"),
           ("chain_sum.max_terms=3", "chain_sum.max_digits=2"))
 MODELS = {"270m": {"family": "gemma3", "dtype": "float32"},
@@ -105,14 +107,27 @@ def _heldout(args, run: pathlib.Path, data: pathlib.Path,
 def _arm(args, out: pathlib.Path, name: str, init: pathlib.Path,
          paths: list[pathlib.Path]) -> dict:
   _say(f"{name}: {args.steps} GRPO steps over {len(paths)} level(s)")
-  run = trainer.train(_run_config(args, out, name, init, paths)).run_dir
+  run = isolated.run(trainer.train,
+                     _run_config(args, out, name, init, paths)).run_dir
   rows = metrics.read(run / run_dir.METRICS)
   levels = [r.get("curriculum_level", len(LEVELS) - 1) for r in rows]
   return {"arm": name, "reward": float(np.mean([r["reward_mean"]
                                                 for r in rows])),
           "answer": float(np.mean([r["answer_mean"] for r in rows])),
           "levels": [int(level) for level in levels],
-          **_heldout(args, run, paths[-1], out / f"eval-{name}")}
+          **isolated.run(_heldout, args, run, paths[-1],
+                         out / f"eval-{name}")}
+
+
+def _warm(args, data: pathlib.Path, out: pathlib.Path) -> pathlib.Path:
+  spec = ModelSpec(**MODELS[args.model])
+  mesh, _ = mesh_lib.plan_meshes(jax.devices(), MeshShape(**ONE), None, spec)
+  return sft_stage.run_sft(
+      sft_stage.SFTConfig(data=str(data / "sft.jsonl"), eval_fraction=0.02,
+                          steps=args.warm_steps, batch_size=8,
+                          learning_rate=1e-3,
+                          max_tokens=BUDGETS[args.model][1], seed=args.seed,
+                          **LORA), spec, mesh, out)
 
 
 def main() -> int:
@@ -137,19 +152,13 @@ def main() -> int:
   if out.exists() and any(out.iterdir()):
     raise SystemExit(f"curriculum: --out {out} is not empty")
   paths = [out / f"level{i}" for i in range(len(LEVELS))]
-  for path, options in zip(paths, LEVELS):
-    tasks.make(["chain_sum"], args.train, args.heldout, args.seed, path,
+  for i, (path, options) in enumerate(zip(paths, LEVELS)):
+    # Held-out rows of the target level only.
+    tasks.make(["chain_sum"], args.train,
+               args.heldout if i == len(LEVELS) - 1 else 0, args.seed, path,
                options)
-  mesh, _ = mesh_lib.plan_meshes(jax.devices(), MeshShape(**ONE), None,
-                                 ModelSpec(**MODELS[args.model]))
   _say(f"SFT warm start on level {len(LEVELS) - 1}, {args.warm_steps} steps")
-  init = sft_stage.run_sft(
-      sft_stage.SFTConfig(data=str(paths[-1] / "sft.jsonl"),
-                          eval_fraction=0.02, steps=args.warm_steps,
-                          batch_size=8, learning_rate=1e-3,
-                          max_tokens=BUDGETS[args.model][1],
-                          seed=args.seed, **LORA),
-      ModelSpec(**MODELS[args.model]), mesh, out / "warm")
+  init = isolated.run(_warm, args, paths[-1], out / "warm")
   arms = [_arm(args, out, "flat", init, paths[-1:]),
           _arm(args, out, "curriculum", init, paths)]
   print(f"\n{'arm':>10}  reward  answer  held-out accuracy [95 %]  levels")
