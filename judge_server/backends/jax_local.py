@@ -134,6 +134,9 @@ def _pack(ids: list[list[int]], pack_limit: int) -> list[_Row]:
   would encode each response once per criterion again."""
   order = sorted(range(len(ids)), key=ids.__getitem__)
   n = len(order)
+  # Each pair of sorted neighbours once, not once per run that holds them.
+  neighbours = [_common(ids[order[i]], ids[order[i + 1]])
+                for i in range(n - 1)]
   # cost[j], last[j]: the fewest tokens for order[:j], and its last row.
   cost, last = [0] + [None] * n, [None] * (n + 1)
   for j in range(1, n + 1):
@@ -143,8 +146,7 @@ def _pack(ids: list[list[int]], pack_limit: int) -> list[_Row]:
       total += here
       if i < j - 1:
         # Every suffix keeps its last token: that is where it is read.
-        shared = min(shared, here - 1,
-                     _common(ids[order[i]], ids[order[i + 1]]))
+        shared = min(shared, here - 1, neighbours[i])
         if shared < MIN_SHARED_TOKENS:
           break
       row = (_Row(order[i:j], shared, total - (j - i - 1) * shared)
