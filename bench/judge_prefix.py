@@ -21,6 +21,7 @@ ran (the padded batches), and wall time, with the medians' ratios.
 import argparse
 import asyncio
 import dataclasses
+import functools
 import os
 import statistics
 import sys
@@ -43,10 +44,15 @@ DATA = "data/reasoning-sample.jsonl"
 REASONING = "data/sft-sample.jsonl"
 
 
+@functools.cache
+def _reasoning() -> list[str]:
+  return [row["reasoning"] for _, row in dataset.read_rows(REASONING)]
+
+
 def _response(tokenizer, n_tokens: int, answer: str, start: int) -> str:
   """Worked reasoning of the SFT sample, from row `start` on, cut to about
   n_tokens tokens, then the answer."""
-  rows = [row["reasoning"] for _, row in dataset.read_rows(REASONING)]
+  rows = _reasoning()
   text, i = "", start
   while len(tokenizer.encode(text)) < n_tokens:
     text += rows[i % len(rows)] + " "
