@@ -49,9 +49,10 @@ def vllm(gemma3_270m_dir, tmp_path_factory) -> vllm_server.Server:
 # Every module that starts a vLLM server, in the order they run: one worker
 # takes them all, so the other never waits on the machine's vLLM lock and
 # the shared server starts once. test_export.py serves a model of its own
-# and comes first (collection order), before `vllm` holds the lock.
+# and comes first (collection order: the others sort after its name),
+# before `vllm` holds the lock.
 _VLLM_FILES = ("test_export.py", "test_parity_vllm.py", "test_vllm_judge.py",
-               "test_distill.py")
+               "test_sft_distill.py")
 
 
 class _FileScheduling(LoadScopeScheduling):

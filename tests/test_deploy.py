@@ -92,7 +92,7 @@ def test_there_are_configs_of_every_kind():
   """Else the loader test above would not check them all."""
   assert {_loader(p) for p in CONFIGS} == {
       judge_config.load, evaluate.load, pipeline.load, sft_stage.load,
-      simpo_stage.load, run_config.load}
+      simpo_stage.load, run_config.load, distill.load}
 
 
 # What the judge image leaves out besides processes.NOT_IN_JUDGE: the model

@@ -192,8 +192,8 @@ def test_short_last_batch_reuses_the_compiled_shape():
   generator = rollout.RolloutGenerator(model, tok, mesh, max_prompt_tokens=512,
                                        max_new_tokens=16)
   examples = dataset.load_jsonl(HELDOUT, judge_server_lib.load_packs("").keys())
-  full, _ = evaluate._generate(generator, examples[:3], 3)
-  short, lengths = evaluate._generate(generator, examples[3:5], 3)
+  full, _ = evaluate._generate(generator, examples[:3], 3, ())
+  short, lengths = evaluate._generate(generator, examples[3:5], 3, ())
   assert len(full) == 3 and len(short) == len(lengths) == 2
   sampler = generator._sampler
   assert sampler._compiled_decode_fn._cache_size() == 1

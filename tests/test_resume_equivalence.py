@@ -37,6 +37,10 @@ def _config(tmp_path, name: str, staleness: int):
       f"train.steps={STEPS}", f"train.staleness={staleness}",
       "train.checkpoint_every=1", "train.batch_size=2",
       "rollout.num_generations=4", "rollout.max_new_tokens=12",
+      # One judge prompt per forward: a batch's make-up depends on timing,
+      # and its padding and packed rows move scores by ~1e-7, adapters by
+      # up to 2e-6, on a loaded machine.
+      "judge.server.backend.max_batch=1",
       f"output_dir={tmp_path}", f"run_name={name}"])
 
 
