@@ -163,9 +163,7 @@ def _bench(args, base_url: str, model: str, workdir: pathlib.Path) -> None:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--base-url", help="an OpenAI-compatible endpoint "
-                      "(default: start vLLM on the prepared Gemma-3-270M)")
-  parser.add_argument("--model", default=vllm_server.SERVED_NAME)
+  vllm_server.add_endpoint_args(parser)
   parser.add_argument("--rollouts", type=int, default=16)
   parser.add_argument("--runs", type=int, default=3)
   parser.add_argument("--max-batch", type=int, default=16)
@@ -173,13 +171,9 @@ def main() -> None:
   args = parser.parse_args()
   with tempfile.TemporaryDirectory() as tmp:
     workdir = pathlib.Path(tmp)
-    if args.base_url:
-      _bench(args, args.base_url, args.model, workdir)
-      return
-    with vllm_server.serving(prepare.prepare_gemma3_270m(),
-                             workdir / "vllm.log") as server:
-      print(f"vLLM up in {server.startup_s:.0f} s", flush=True)
-      _bench(args, server.base_url, server.model, workdir)
+    with vllm_server.endpoint(args, prepare.prepare_gemma3_270m(),
+                              workdir / "vllm.log") as (url, model):
+      _bench(args, url, model, workdir)
 
 
 if __name__ == "__main__":

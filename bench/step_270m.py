@@ -15,7 +15,11 @@ Each phase's limit is max(FLOPs / matmul peak, bytes / memory bandwidth),
 with the peak (a float32 jnp.dot of --matmul-size squares) and bandwidth (a
 reduction over 512 MiB) measured here in the same run. FLOPs count every
 matrix product (2 per multiply-add: projections, attention scores and
-values, the logits over the vocabulary where they are computed); bytes
+values, the logits over the vocabulary where they are computed) of the
+tokens the phase needs: each rollout's own prompt and completion tokens for
+reference, old_logps and update (so padding counts against the phase), the
+padded prompts and every decode step for generate (tunix prefills the
+padded batch), the packed and padded rows for the judge; bytes
 count the weights read once per pass (once per decode step when
 generating) and nothing else, so the limits are lower bounds and a ratio
 is "how many times the machine's best".

@@ -143,3 +143,24 @@ def _serving(model_dir: pathlib.Path, log: pathlib.Path) -> Iterator[Server]:
                  time.monotonic() - started, log)
   finally:
     _stop(proc)
+
+
+def add_endpoint_args(parser) -> None:
+  """A bench's --base-url and --model: an endpoint of the user's, or none
+  (endpoint() then starts vLLM here)."""
+  parser.add_argument("--base-url", help="an OpenAI-compatible endpoint "
+                      "(default: start vLLM on the prepared Gemma-3-270M)")
+  parser.add_argument("--model", default=SERVED_NAME)
+
+
+@contextlib.contextmanager
+def endpoint(args, model_dir: pathlib.Path, log: pathlib.Path
+             ) -> Iterator[tuple[str, str]]:
+  """(base URL, model name): args.base_url's, else a server of model_dir
+  started here for the block."""
+  if args.base_url:
+    yield args.base_url, args.model
+    return
+  with serving(model_dir, log) as server:
+    print(f"vLLM up in {server.startup_s:.0f} s", flush=True)
+    yield server.base_url, server.model
