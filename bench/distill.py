@@ -74,9 +74,9 @@ def main() -> None:
   args = parser.parse_args()
   with tempfile.TemporaryDirectory() as tmp:
     workdir = pathlib.Path(tmp)
-    model_dir = args.model_dir or prepare.prepare_gemma3_270m()
-    with vllm_server.endpoint(args, model_dir,
-                              workdir / "vllm.log") as (url, model):
+    with vllm_server.endpoint(
+        args, lambda: args.model_dir or prepare.prepare_gemma3_270m(),
+        workdir / "vllm.log") as (url, model):
       _bench(args, url, model, workdir)
 
 

@@ -171,7 +171,7 @@ def main() -> None:
   args = parser.parse_args()
   with tempfile.TemporaryDirectory() as tmp:
     workdir = pathlib.Path(tmp)
-    with vllm_server.endpoint(args, prepare.prepare_gemma3_270m(),
+    with vllm_server.endpoint(args, prepare.prepare_gemma3_270m,
                               workdir / "vllm.log") as (url, model):
       _bench(args, url, model, workdir)
 

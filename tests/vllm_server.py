@@ -154,13 +154,14 @@ def add_endpoint_args(parser) -> None:
 
 
 @contextlib.contextmanager
-def endpoint(args, model_dir: pathlib.Path, log: pathlib.Path
+def endpoint(args, model_dir, log: pathlib.Path
              ) -> Iterator[tuple[str, str]]:
-  """(base URL, model name): args.base_url's, else a server of model_dir
-  started here for the block."""
+  """(base URL, model name): args.base_url's, else a server of
+  model_dir() (called only then: preparing a model is not free) started
+  here for the block."""
   if args.base_url:
     yield args.base_url, args.model
     return
-  with serving(model_dir, log) as server:
+  with serving(model_dir(), log) as server:
     print(f"vLLM up in {server.startup_s:.0f} s", flush=True)
     yield server.base_url, server.model
