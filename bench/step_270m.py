@@ -112,8 +112,9 @@ class Shape:
 
 
 def _shape(model, spec: ModelSpec) -> Shape:
+  # The base weights only: the phases' FLOPs and bytes are the base's.
   params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(
-      nnx.state(model, nnx.Param)))
+      nnx.state(model, nnx.All(nnx.Param, nnx.Not(nnx.LoRAParam)))))
   dims = spec.dims()
   embedding = dims.vocab_size * dims.embed_dim
   return Shape(body=params - embedding, embedding=embedding,
@@ -153,13 +154,12 @@ def main(argv=None) -> int:
 
   policy, tok = models.build_policy(spec, policy_mesh, rank=8, alpha=16.0,
                                     seed=0)
-  reference, _ = models.build_model(spec, policy_mesh)
-  shape = _shape(reference, spec)
+  shape = _shape(policy, spec)
   generator = rollout.RolloutGenerator(
       policy, tok, policy_mesh, max_prompt_tokens=PROMPT_TOKENS,
       max_new_tokens=NEW_TOKENS)
-  updater = grpo.GRPOUpdater(policy, reference, policy_mesh, tok.pad_id(),
-                             tok.eos_id(), grpo.UpdateConfig(num_generations=G))
+  updater = grpo.GRPOUpdater(policy, policy_mesh, tok.pad_id(), tok.eos_id(),
+                             grpo.UpdateConfig(num_generations=G))
   examples = _examples()
   prompts = [templates.render(ex.prompt) for ex in examples]
   rolls = generator.generate(prompts, G, temperature=1.0, top_p=1.0, seed=0)

@@ -28,13 +28,22 @@ class UpdateConfig:
 
 
 class GRPOUpdater:
-  """Owns the optimizer of the policy's LoRA parameters."""
+  """Owns the optimizer of the policy's LoRA parameters.
 
-  def __init__(self, policy: nnx.Module, reference: nnx.Module,
-               mesh: jax.sharding.Mesh, pad_id: int, eos_id: int,
-               config: UpdateConfig):
+  The KL reference is the policy with its LoRA parameters as they were at
+  construction (`reference_lora`, by default the policy's own then: zero
+  adapters on a fresh run, the warm start's with grpo.init_from): the base
+  weights are the policy's, not a second copy of them.
+  """
+
+  def __init__(self, policy: nnx.Module, mesh: jax.sharding.Mesh,
+               pad_id: int, eos_id: int, config: UpdateConfig,
+               reference_lora: nnx.State | None = None):
     self.policy = policy
-    self.reference = reference
+    # A copy: the policy's own arrays are replaced at every update.
+    self._reference_lora = jax.tree.map(
+        jnp.copy, nnx.state(policy, nnx.LoRAParam)
+        if reference_lora is None else reference_lora)
     self._mesh = mesh
     self._pad, self._eos = pad_id, eos_id
     self._algo = grpo_learner.GRPOConfig(
@@ -62,7 +71,7 @@ class GRPOUpdater:
 
   def reference_logps(self, rollouts: Rollouts) -> jax.Array:
     """[N, T] per-token log-probs of the completions under the reference."""
-    return self._logps(self.reference, rollouts)
+    return self._logps(self.policy, rollouts, self._reference_lora)
 
   def policy_logps(self, rollouts: Rollouts) -> jax.Array:
     """[N, T] log-probs under the current policy: recorded at generation time,
@@ -70,10 +79,11 @@ class GRPOUpdater:
     batch is trained on after the policy has moved on."""
     return self._logps(self.policy, rollouts)
 
-  def _logps(self, model, rollouts: Rollouts) -> jax.Array:
+  def _logps(self, model, rollouts: Rollouts,
+             lora: nnx.State | None = None) -> jax.Array:
     with jax.set_mesh(self._mesh):
       return _per_token_logps(
-          model, jnp.asarray(rollouts.prompt_tokens),
+          model, lora, jnp.asarray(rollouts.prompt_tokens),
           jnp.asarray(rollouts.completion_tokens), self._pad, self._eos,
           self._algo.temperature)
 
@@ -104,11 +114,15 @@ class GRPOUpdater:
 
 
 @nnx.jit(static_argnames=("pad_id", "eos_id", "temperature"))
-def _per_token_logps(model, prompt_tokens, completion_tokens, pad_id, eos_id,
-                     temperature):
+def _per_token_logps(model, lora, prompt_tokens, completion_tokens, pad_id,
+                     eos_id, temperature):
+  """model's log-probs, with `lora` (an nnx.State of its LoRA parameters) in
+  place of its own unless None."""
   # The same temperature as the loss applies, so ratios and KL compare like
   # with like.
   graphdef, state = nnx.split(model)
+  if lora is not None:
+    state = nnx.merge_state(state, lora)
   return common.compute_per_token_logps(
       graphdef, state, prompt_tokens, completion_tokens, pad_id, eos_id,
       temperature=temperature)

@@ -4,6 +4,7 @@ by default Schulman's k3 (DeepSeekMath's), which is never negative."""
 
 from flax import nnx
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -16,14 +17,16 @@ G = 4
 @pytest.fixture(scope="module")
 def batch():
   """A tiny policy whose LoRA adapters are moved off zero (so it differs
-  from the reference), its rollouts, and the reference's log-probs."""
+  from the reference, the policy with its starting adapters), its
+  rollouts, and the base model it was built on."""
   # The policy mesh the other tests use: a jit cache shared within a test
   # worker must not see one model on two device sets.
   mesh = jax.sharding.Mesh(np.array(jax.devices()[:4]).reshape(1, 4),
                            ("fsdp", "tp"))
-  reference, tok = models.build_model(ModelSpec(), mesh)
+  base, tok = models.build_model(ModelSpec(), mesh)
   policy, _ = models.build_policy(ModelSpec(), mesh, rank=4, alpha=8.0,
                                   seed=0)
+  start = jax.tree.map(jnp.copy, models.lora_state(policy))
   state = models.lora_state(policy)
   keys = iter(jax.random.split(jax.random.key(1), len(jax.tree.leaves(state))))
   nnx.update(policy, jax.tree.map(
@@ -32,15 +35,35 @@ def batch():
   rolls = rollout.RolloutGenerator(
       policy, tok, mesh, max_prompt_tokens=16, max_new_tokens=8).generate(
           ["Count: ", "Number: "], G, temperature=1.0, top_p=1.0, seed=0)
-  return mesh, policy, reference, tok, rolls
+  return mesh, policy, start, base, tok, rolls
+
+
+def _updater(batch, estimator):
+  mesh, policy, start, _, tok, _ = batch
+  return grpo.GRPOUpdater(
+      policy, mesh, tok.pad_id(), tok.eos_id(),
+      grpo.UpdateConfig(num_generations=G, beta=0.04, learning_rate=1e-3,
+                        kl_estimator=estimator), reference_lora=start)
+
+
+def test_the_reference_is_the_base_model_without_a_copy_of_it(batch):
+  mesh, policy, _, base_model, tok, rolls = batch
+  updater = _updater(batch, "low_var_kl")
+  base = grpo.GRPOUpdater(base_model, mesh, tok.pad_id(), tok.eos_id(),
+                          grpo.UpdateConfig(num_generations=G))
+  np.testing.assert_allclose(updater.reference_logps(rolls),
+                             base.policy_logps(rolls), atol=1e-5)
+  assert np.abs(np.asarray(updater.policy_logps(rolls))
+                - np.asarray(updater.reference_logps(rolls))).max() > 0.1
+  # The updater holds the LoRA parameters only: no base weight of its own.
+  held = jax.tree.leaves(updater._reference_lora)
+  assert sum(x.size for x in held) == sum(
+      x.size for x in jax.tree.leaves(models.lora_state(policy)))
 
 
 def _step(batch, estimator):
-  mesh, policy, reference, tok, rolls = batch
-  updater = grpo.GRPOUpdater(
-      policy, reference, mesh, tok.pad_id(), tok.eos_id(),
-      grpo.UpdateConfig(num_generations=G, beta=0.04, learning_rate=1e-3,
-                        kl_estimator=estimator))
+  *_, tok, rolls = batch
+  updater = _updater(batch, estimator)
   ref = np.asarray(updater.reference_logps(rolls))
   pol = np.asarray(updater.policy_logps(rolls))  # before this update
   mask = rolls.completion_tokens != tok.pad_id()

@@ -121,12 +121,6 @@ class _Trainer:
     self.client = client
     self.pool = pool
     self.policy, self.tokenizer = _policy(cfg, policy_mesh, cfg.grpo.init_from)
-    # The reference is the policy at step 0: the base, or the base with the
-    # warm start's adapters.
-    if cfg.grpo.init_from:
-      self.reference, _ = _policy(cfg, policy_mesh, cfg.grpo.init_from)
-    else:
-      self.reference, _ = models.build_model(cfg.model, policy_mesh)
     # Per level: generated levels of one task share their ids.
     self.prompts = [{ex.id: templates.render(ex.prompt, cfg.prompt.scaffold)
                      for ex in level} for level in levels]
@@ -146,8 +140,11 @@ class _Trainer:
           f"({len(too_long)} examples too long)")
     self.source = _rollout_source(cfg, self.policy, self.tokenizer,
                                   policy_mesh)
+    # The KL reference is the policy at step 0 (the base, or the base with
+    # the warm start's adapters), before a resumed run loads its checkpoint:
+    # the updater keeps those adapters and shares the base weights.
     self.updater = grpo.GRPOUpdater(
-        self.policy, self.reference, policy_mesh, self.tokenizer.pad_id(),
+        self.policy, policy_mesh, self.tokenizer.pad_id(),
         self.tokenizer.eos_id(),
         grpo.UpdateConfig(
             num_generations=cfg.rollout.num_generations, beta=cfg.grpo.beta,
@@ -367,8 +364,9 @@ def _run_connected(cfg: RunConfig,
     trainer = _Trainer(cfg, run_dir, levels, policy_mesh, client, pool)
     # Until the first progress line, the user would otherwise see nothing
     # for minutes with a real model on CPU.
-    _say(f"policy and reference loaded ({time.monotonic() - t0:.0f} s); the "
-         "first steps also compile generation, scoring and the update")
+    _say(f"policy loaded, the KL reference sharing its weights "
+         f"({time.monotonic() - t0:.0f} s); the first steps also compile "
+         "generation, scoring and the update")
     pending: collections.deque[_InFlight] = collections.deque(
         trainer.restore(manifest) if manifest else ())
     metrics = metrics_lib.MetricsWriter(run_dir, run_dir_lib.METRICS, first,
