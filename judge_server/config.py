@@ -106,28 +106,53 @@ class ResilienceConfig:
       raise ValueError("backoff_max_s: must be >= backoff_initial_s")
 
 
+# The answer format of a backend that scores the rollout itself, not judge
+# prompts (kind reward_model): scoring.rollout_prompt.
+ROLLOUT = "rollout"
+
+
+@strict.config
+class RewardModelConfig:
+  """A reward model of `grar rm train` (kind reward_model). checkpoint: its
+  checkpoints/step_N directory. step_labels: the names of the reasoning
+  steps (the trainer's prompt.scaffold); a completion that writes lines
+  starting with one and a colon is scored at each step's end, and its
+  reward is the lowest. () scores the whole rollout only."""
+  checkpoint: str = ""
+  step_labels: tuple[str, ...] = ()
+
+  def __post_init__(self):
+    if any(not label.strip() or ":" in label for label in self.step_labels):
+      raise ValueError("step_labels: each must be a non-empty name without "
+                       "a colon")
+
+
 @strict.config
 class CriteriaConfig:
   """How the judge is asked about each criterion (judge_server.prompts).
   format scale: one digit 0-9, the score E[digit] / 9; binary: yes or no,
   the score P(yes) / (P(yes) + P(no)). few_shot: the rubric pack's worked
   examples go in every judge prompt before the graded response (a rubric
-  without examples is asked without). The defaults validated best on the
-  shipped Gemma-3-270M (README, "Can the judge see?")."""
-  format: Literal["scale", "binary"] = "binary"
+  without examples is asked without); rollout: no judge prompt, the backend
+  (kind reward_model) scores the prompt and completion itself, and the
+  rubric is not read. The defaults validated best on the shipped
+  Gemma-3-270M (README, "Can the judge see?")."""
+  format: Literal["scale", "binary", "rollout"] = "binary"
   few_shot: bool = True
 
   def __post_init__(self):
-    if self.format not in ("scale", "binary"):
-      raise ValueError(f"format: {self.format!r} is not one of scale, binary")
+    if self.format not in ("scale", "binary", ROLLOUT):
+      raise ValueError(f"format: {self.format!r} is not one of scale, "
+                       "binary, rollout")
 
 
 @strict.config
 class BackendConfig:
   """kind jax: a tunix model in this process (model, mesh, max_prompt_tokens);
   kind openai: an HTTP endpoint (openai); kind gemini: the Gemini API
-  (gemini)."""
-  kind: Literal["jax", "openai", "gemini"] = "jax"
+  (gemini); kind reward_model: a learned reward model in this process
+  (model, mesh, reward_model; criteria.format rollout)."""
+  kind: Literal["jax", "openai", "gemini", "reward_model"] = "jax"
   model: ModelSpec = ModelSpec(seed=1)
   # Devices of the standalone server's process; in-process placement uses the
   # orchestrator's judge mesh instead.
@@ -138,6 +163,7 @@ class BackendConfig:
   criteria: CriteriaConfig = CriteriaConfig()
   openai: OpenAIConfig = OpenAIConfig()
   gemini: GeminiConfig = GeminiConfig()
+  reward_model: RewardModelConfig = RewardModelConfig()
   resilience: ResilienceConfig = ResilienceConfig()
 
   def __post_init__(self):
@@ -147,6 +173,14 @@ class BackendConfig:
           raise ValueError(f"openai.{name}: required when kind is 'openai'")
     if self.kind == "gemini" and not self.gemini.model:
       raise ValueError("gemini.model: required when kind is 'gemini'")
+    if self.kind == "reward_model" and not self.reward_model.checkpoint:
+      raise ValueError("reward_model.checkpoint: required when kind is "
+                       "'reward_model'")
+    if (self.kind == "reward_model") != (self.criteria.format == ROLLOUT):
+      raise ValueError(f"criteria.format: {self.criteria.format!r} with kind "
+                       f"{self.kind!r}; format rollout is for kind "
+                       "reward_model only, and kind reward_model reads "
+                       "only rollouts")
     if self.max_batch < 1:
       raise ValueError("max_batch: must be >= 1")
     if self.max_prompt_tokens < 16:

@@ -1,10 +1,11 @@
 """Scoring one rollout against its rubric: prompts out, one reward back."""
 
 import dataclasses
+import json
 
 from judge_server import aggregation, prompts
 from judge_server.batching import MicroBatcher
-from judge_server.config import CriteriaConfig
+from judge_server.config import ROLLOUT, CriteriaConfig
 from protos.rubric import Rubric
 
 AGGREGATIONS = ("explicit", "implicit")
@@ -50,11 +51,30 @@ def _unscorable(reason: str) -> Outcome:
   return Outcome("unscorable", 0.0, (), reason)
 
 
+def rollout_prompt(prompt: str, completion: str) -> str:
+  """What a backend of format rollout is given for a job: the prompt and
+  completion themselves, as one string so the batcher and the cache treat
+  it as any judge prompt."""
+  return json.dumps([prompt, completion])
+
+
+def parse_rollout(text: str) -> tuple[str, str]:
+  """(prompt, completion) of a rollout_prompt."""
+  prompt, completion = json.loads(text)
+  return prompt, completion
+
+
 async def score(job: Job, batcher: MicroBatcher,
                 criteria: CriteriaConfig = CriteriaConfig()) -> Outcome:
   """Asks the judge in `criteria`'s format (the one its backend reads), with
-  the rubric's worked examples when few_shot is on."""
+  the rubric's worked examples when few_shot is on; a rollout backend
+  scores the rollout and the rubric is not read."""
   answer, few_shot = criteria.format, criteria.few_shot
+  if answer == ROLLOUT:
+    (j,) = await batcher.submit([rollout_prompt(job.prompt, job.completion)])
+    if j.score is None:
+      return _unscorable(f"reward model: {j.reason}")
+    return Outcome("scored", j.score)
   if job.aggregation == "implicit":
     examples = prompts.implicit_examples(job.rubric) if few_shot else ()
     (j,) = await batcher.submit([prompts.implicit_prompt(

@@ -38,10 +38,11 @@ def _claim_devices(cfg) -> None:
 
 
 def _stage(args) -> int:
-  """`grar sft` / `grar simpo`: one training stage on the policy mesh."""
+  """`grar sft` / `grar simpo` / `grar rm train`: one training stage on the
+  policy mesh."""
   import importlib
   devices.use_compile_cache()  # jax reads its settings as it loads
-  stage = importlib.import_module(f"orchestrator.stages.{args.command}")
+  stage = importlib.import_module(f"orchestrator.stages.{args.stage}")
   cfg = stage.load(args.config, args.set)
   devices.ask_cpu_devices(cfg.mesh.size)
   from orchestrator.rundir import layout as run_dir
@@ -206,6 +207,7 @@ CONFIG_KINDS = {
     "pipeline": ("orchestrator.stages.pipeline", "PipelineConfig"),
     "sft": ("orchestrator.stages.sft", "SFTRunConfig"),
     "simpo": ("orchestrator.stages.simpo", "SimPORunConfig"),
+    "rm": ("orchestrator.stages.reward_model", "RewardModelRunConfig"),
     "eval": ("orchestrator.stages.evaluate", "EvalConfig"),
     "distill": ("orchestrator.stages.distill", "DistillConfig"),
     "judge": ("judge_server.config", "JudgeConfig"),
@@ -246,7 +248,15 @@ def parser() -> argparse.ArgumentParser:
                       "model")):
     stage = sub.add_parser(name, help=what)
     with_config(stage)
-    stage.set_defaults(func=_stage)
+    stage.set_defaults(func=_stage, stage=name)
+
+  rm = sub.add_parser("rm", help="learned reward models").add_subparsers(
+      dest="rm_command", required=True)
+  rm_train = rm.add_parser("train", help="a reward model on preference "
+                           "pairs (Bradley-Terry), for the judge's kind "
+                           "reward_model")
+  with_config(rm_train)
+  rm_train.set_defaults(func=_stage, stage="reward_model")
 
   pipe = sub.add_parser("pipeline", help="SFT, optional SimPO, then GRPO, "
                         "each from the previous stage's LoRA")

@@ -21,6 +21,7 @@ from orchestrator.stages import evaluate
 from orchestrator.stages import pipeline
 from orchestrator.stages import sft as sft_stage
 from orchestrator.stages import simpo as simpo_stage
+from orchestrator.stages import reward_model as rm_stage
 import processes
 import test_import_rules
 
@@ -45,6 +46,8 @@ def _loader(path: pathlib.Path):
     return sft_stage.load
   if "simpo" in keys:
     return simpo_stage.load
+  if "reward_model" in keys:
+    return rm_stage.load
   return run_config.load
 
 
@@ -92,7 +95,7 @@ def test_there_are_configs_of_every_kind():
   """Else the loader test above would not check them all."""
   assert {_loader(p) for p in CONFIGS} == {
       judge_config.load, evaluate.load, pipeline.load, sft_stage.load,
-      simpo_stage.load, run_config.load, distill.load}
+      simpo_stage.load, run_config.load, distill.load, rm_stage.load}
 
 
 # What the judge image leaves out besides processes.NOT_IN_JUDGE: the model

@@ -31,6 +31,10 @@ PROJECT = ("judge_server", "protos", "grar_config", "policy_worker",
            "orchestrator")
 # Importing the jax backend imports jax: it counts as jax.
 JAX_LOCAL_MODULE = "judge_server.backends.jax_local"
+# The backends that run a tunix model in this process, and so may import jax.
+LOCAL_BACKENDS = frozenset({JAX_LOCAL, JUDGE / "backends" / "reward_model.py"})
+LOCAL_MODULES = frozenset({JAX_LOCAL_MODULE,
+                           "judge_server.backends.reward_model"})
 JAX_LIKE = frozenset(processes.JAX_FAMILY) | {"policy_worker"}
 
 
@@ -42,7 +46,7 @@ def _module_name(path: pathlib.Path) -> str:
 def _judge_modules() -> list[str]:
   """Every module of judge_server/ but the jax backend, packages included."""
   return sorted(_module_name(p) for p in JUDGE.rglob("*.py")
-                if p != JAX_LOCAL)
+                if p not in LOCAL_BACKENDS)
 
 
 def _remote_judge_modules() -> list[str]:
@@ -88,7 +92,7 @@ def test_every_judge_module_imports_without_the_trainers_packages():
   modules = _remote_judge_modules()
   assert "judge_server.backends.factory" in modules
   assert "judge_server.__main__" in modules
-  assert JAX_LOCAL_MODULE not in modules
+  assert not LOCAL_MODULES & set(modules)
   failed, _ = processes.import_without(modules)
   assert failed == {}
 
@@ -291,10 +295,10 @@ def test_only_the_jax_backend_imports_jax_or_policy_worker():
   factory_tree = ast.parse(FACTORY.read_text())
   found, lazily = [], []
   for path in _files("judge_server"):
-    if path == JAX_LOCAL:
+    if path in LOCAL_BACKENDS:
       continue
     for i in imports_of(path):
-      if _top(i.module) not in JAX_LIKE and i.module != JAX_LOCAL_MODULE:
+      if _top(i.module) not in JAX_LIKE and i.module not in LOCAL_MODULES:
         continue
       if path == FACTORY and i.lazy and (
           i.jax_branch or (i.function is not None and
@@ -305,7 +309,7 @@ def test_only_the_jax_backend_imports_jax_or_policy_worker():
       found.append(_where(path, i))
   assert not found, found
   # The factory does build the jax backend (else the rule above is empty).
-  assert JAX_LOCAL_MODULE in lazily
+  assert LOCAL_MODULES <= set(lazily)
   # ...and the jax backend is what imports jax and policy_worker.
   local = {_top(i.module) for i in imports_of(JAX_LOCAL)}
   assert {"jax", "policy_worker"} <= local
@@ -338,7 +342,7 @@ def _chain(graph, start: str, bad) -> list[str] | None:
     for nxt in sorted(graph.get(path[-1], ())):
       if nxt in seen:
         continue
-      if _top(nxt) in bad or nxt == JAX_LOCAL_MODULE:
+      if _top(nxt) in bad or nxt in LOCAL_MODULES:
         return path + [nxt]
       seen.add(nxt)
       if nxt in graph:

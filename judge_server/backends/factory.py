@@ -1,7 +1,7 @@
 """The one place a backend config becomes a backend.
 
-Only the jax kind imports jax (and policy_worker's model code): a judge with
-a remote backend starts on a machine that has neither.
+Only the jax and reward_model kinds import jax (and policy_worker's model
+code): a judge with a remote backend starts on a machine that has neither.
 """
 
 from judge_server import observability
@@ -28,13 +28,21 @@ def _jax_mesh(cfg: BackendConfig):
       ("fsdp", "tp"))
 
 
+def _local(cfg: BackendConfig, mesh) -> Backend:
+  """The backends that run a tunix model in this process, on `mesh`."""
+  if cfg.kind == "reward_model":
+    from judge_server.backends import reward_model
+    return reward_model.build(cfg, mesh)
+  from judge_server.backends import jax_local
+  return jax_local.build(cfg, mesh)
+
+
 def build(cfg: BackendConfig, mesh=None) -> Backend:
-  """The backend `cfg` names. mesh: the jax kind's devices (the trainer's
-  judge mesh); None takes the first ones this process sees. The remote kinds
-  ignore it."""
-  if cfg.kind == "jax":
-    from judge_server.backends import jax_local
-    return jax_local.build(cfg, mesh if mesh is not None else _jax_mesh(cfg))
+  """The backend `cfg` names. mesh: the jax and reward_model kinds' devices
+  (the trainer's judge mesh); None takes the first ones this process sees.
+  The remote kinds ignore it."""
+  if cfg.kind in ("jax", "reward_model"):
+    return _local(cfg, mesh if mesh is not None else _jax_mesh(cfg))
   if cfg.kind == "openai":
     return openai_compat.build(cfg)
   return gemini.build(cfg)
