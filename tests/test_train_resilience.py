@@ -15,6 +15,9 @@ BATCH, G = 2, 4
 SHORT = ["--set", f"train.batch_size={BATCH}",
          "--set", f"rollout.num_generations={G}",
          "--set", "rollout.max_new_tokens=16"]
+# The judge check has its tests (test_judge_validate.py, test_train_e2e.py);
+# where it is not what a test is about, it would double the run's time.
+UNCHECKED = [*SHORT, "--set", "judge.validation.on_fail=skip"]
 
 
 def _assert_every_step_once(rd, steps: int) -> list[dict]:
@@ -63,7 +66,7 @@ def test_judge_killed_and_restarted_mid_run_loses_no_reward(tmp_path):
   judge = processes.start_judge(judge_cfg, tmp_path)
   target = processes.judge_address(judge)
   trainer = processes.start_grar(
-      "train", "--config", "configs/cpu-tiny.yaml", *SHORT,
+      "train", "--config", "configs/cpu-tiny.yaml", *UNCHECKED,
       "--set", f"train.steps={steps}", "--set", "judge.placement=remote",
       "--set", f"judge.target={target}", "--set", "judge.timeout_s=300",
       "--set", f"output_dir={tmp_path}", "--set", "run_name=k")
@@ -92,7 +95,7 @@ def test_a_judge_that_cannot_score_stops_the_run(tmp_path):
   # A judge asked to trust only confident answers, which the tiny random
   # judge never gives: every rollout comes back UNSCORABLE.
   proc = processes.grar(
-      "train", "--config", "configs/cpu-tiny.yaml", *SHORT,
+      "train", "--config", "configs/cpu-tiny.yaml", *UNCHECKED,
       "--set", "train.steps=6",
       "--set", "judge.server.backend.min_score_mass=0.99",
       "--set", "judge.unscorable_patience=2",
@@ -126,7 +129,7 @@ def test_no_judge_at_start_is_one_clear_line(tmp_path):
 def test_judge_in_its_own_process_with_its_own_devices(tmp_path):
   steps = 2
   proc = processes.grar(
-      "train", "--config", "configs/cpu-tiny.yaml", *SHORT,
+      "train", "--config", "configs/cpu-tiny.yaml", *UNCHECKED,
       "--set", f"train.steps={steps}", "--set", "judge.placement=subprocess",
       "--set", f"output_dir={tmp_path}", "--set", "run_name=s")
   assert proc.returncode == 0, proc.stderr[-3000:]
