@@ -175,7 +175,8 @@ def test_deadline_concurrency_cap_and_api_key(monkeypatch):
     ({"openai": {"top_logprobs": -1}},
      "backend.openai.top_logprobs: must be >= 0"),
     ({"kind": "claude"},
-     "backend.kind: 'claude' is not one of 'jax', 'openai', 'gemini'"),
+     "backend.kind: 'claude' is not one of 'jax', 'openai', 'gemini', "
+     "'reward_model'"),
 ])
 def test_bad_openai_config_names_the_field(tmp_path, backend, problem):
   path = tmp_path / "judge.yaml"
