@@ -40,18 +40,6 @@ class RewardModelConfig(runner.StageConfig):
   data: str = "data/pairs-sample.jsonl"
 
 
-def _encode(tokenizer, cfg: RewardModelConfig, pairs, where):
-  def tokens(pair):
-    # (prompt with BOS, chosen with EOS, rejected with EOS)
-    return (1 + len(tokenizer.encode(pair.prompt)),
-            1 + len(tokenizer.encode(pair.chosen)),
-            1 + len(tokenizer.encode(pair.rejected)))
-  items = [(p.prompt, p) for p in pairs]
-  lengths = runner.encode_all(pairs, tokens, lambda n: n[0] + max(n[1:]),
-                              cfg.max_tokens, where)
-  return list(zip(items, lengths))
-
-
 def _fit(rm, tokenizer, cfg: RewardModelConfig, train) -> dict:
   """mean and std of the raw rewards of every training completion. A
   logistic of the z-score keeps the order, is smooth (no ties at clipped
@@ -75,11 +63,14 @@ def run_reward_model(cfg: RewardModelConfig, spec: ModelSpec,
                                cfg.seed)
   train, held = runner.train_eval(
       cfg, rows, eval_rows,
-      lambda items, where: _encode(tokenizer, cfg, items, where))
+      # The prompt as the judge gets it: the question, no template.
+      lambda pairs, where: simpo_stage.encode_pairs(
+          tokenizer, [p.prompt for p in pairs], pairs, cfg.max_tokens,
+          where))
   run_dir = runner.create_dir(out_dir, spec, mesh, "reward_model", cfg,
                               PromptConfig(), None)
   # SimPO's batches: one prompt and one response width for the whole run.
-  collate = simpo_stage._collate(tokenizer, train + held)
+  collate = simpo_stage.collate(tokenizer, train + held)
   metrics = runner.StageMetrics(run_dir, "rm", COLUMNS, SHOWN, cfg.steps)
   try:
     with jax.set_mesh(mesh):

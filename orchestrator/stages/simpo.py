@@ -46,8 +46,14 @@ class SimPOConfig(runner.StageConfig):
 
 
 def _encode(tokenizer, cfg: SimPOConfig, pairs, where, scaffold):
-  prompts = [templates.render(p.prompt, scaffold) for p in pairs]
+  return encode_pairs(tokenizer, [templates.render(p.prompt, scaffold)
+                                  for p in pairs], pairs, cfg.max_tokens,
+                      where)
 
+
+def encode_pairs(tokenizer, prompts, pairs, max_tokens: int, where):
+  """((prompt text, pair), token lengths) of each pair under its prompt
+  text, for `collate`; a pair over max_tokens is an error naming `where`."""
   def tokens(item):
     # (prompt with BOS, chosen with EOS, rejected with EOS)
     prompt, pair = item
@@ -56,22 +62,22 @@ def _encode(tokenizer, cfg: SimPOConfig, pairs, where, scaffold):
             1 + len(tokenizer.encode(pair.rejected)))
   items = list(zip(prompts, pairs))
   lengths = runner.encode_all(items, tokens, lambda n: n[0] + max(n[1:]),
-                              cfg.max_tokens, where)
+                              max_tokens, where)
   return list(zip(items, lengths))
 
 
-def _collate(tokenizer, items):
+def collate(tokenizer, items):
   # One prompt and one response length for every batch: one compiled step.
   prompt_len = max(n[0] for _, n in items)
   response_len = max(max(n[1:]) for _, n in items)
 
-  def collate(batch):
+  def one(batch):
     pairs = [pair for (_, pair), _ in batch]
     return simpo.encode_pairs(
         tokenizer, [prompt for (prompt, _), _ in batch],
         [p.chosen for p in pairs], [p.rejected for p in pairs], prompt_len,
         response_len)
-  return collate
+  return one
 
 
 def _trainer(model, cfg: SimPOConfig, tokenizer, emit):
@@ -83,7 +89,7 @@ def _trainer(model, cfg: SimPOConfig, tokenizer, emit):
 
 OBJECTIVE = runner.Objective(
     "simpo", COLUMNS, ("loss", "rewards_margin", "rewards_accuracy",
-                       "eval_loss"), load_pairs, _encode, _collate, _trainer)
+                       "eval_loss"), load_pairs, _encode, collate, _trainer)
 
 
 def run_simpo(cfg: SimPOConfig, spec: ModelSpec, mesh: jax.sharding.Mesh,
