@@ -210,6 +210,8 @@ class Limits:
   max_queue_depth: int = 4096
   # What a refused caller is told to wait before sending again.
   retry_after_ms: int = 1000
+  # Tokens of one TokenLogprobs request, prompt and completion together.
+  max_logprob_tokens: int = 8192
 
   def __post_init__(self):
     for f in dataclasses.fields(self):

@@ -33,10 +33,15 @@ LOGGER.addHandler(logging.NullHandler())
 # be asked or did not answer; unparseable: it answered with nothing a score
 # can come from; the others are the status codes of refused calls.
 ERROR_CLASSES = ("infrastructure", "unparseable", "invalid_argument",
-                 "unauthenticated", "resource_exhausted")
+                 "unauthenticated", "resource_exhausted", "unimplemented",
+                 "unavailable")
+# unimplemented: TokenLogprobs of a backend that gives none; unavailable:
+# of one whose tokenizer cannot be read just now.
 _REFUSALS = {grpc.StatusCode.INVALID_ARGUMENT: "invalid_argument",
              grpc.StatusCode.UNAUTHENTICATED: "unauthenticated",
-             grpc.StatusCode.RESOURCE_EXHAUSTED: "resource_exhausted"}
+             grpc.StatusCode.RESOURCE_EXHAUSTED: "resource_exhausted",
+             grpc.StatusCode.UNIMPLEMENTED: "unimplemented",
+             grpc.StatusCode.UNAVAILABLE: "unavailable"}
 # Why the HTTP face closed a connection its client had not closed:
 # max_connections, one too many; deadline, a request that had not arrived
 # within openrlhf.header_deadline_s.
@@ -127,7 +132,8 @@ class Observer:
     self.metrics = Metrics(depth)
     self._backend = backend_name
 
-  def result(self, rpc: str, result: judge_pb2.ScoreResult) -> None:
+  def result(self, rpc: str, result: judge_pb2.ScoreResult
+             | judge_pb2.LogprobsResult) -> None:
     status = judge_pb2.Status.Name(result.status).lower()
     m = self.metrics
     m.results.labels(status).inc()
@@ -136,7 +142,10 @@ class Observer:
     fields = {"rpc": rpc, "rollout_id": result.rollout_id, "status": status,
               "latency_ms": round(result.latency_ms, 3)}
     if result.status == judge_pb2.SCORED:
-      fields["reward"] = result.reward
+      if isinstance(result, judge_pb2.ScoreResult):
+        fields["reward"] = result.reward
+      else:
+        fields["tokens"] = len(result.logprobs)
     else:
       m.errors.labels(unscorable_class(result.reason)).inc()
       fields["reason"] = result.reason

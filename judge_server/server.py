@@ -27,6 +27,7 @@ from judge_server import packs as packs_lib
 from protos.rubric import Rubric, RubricError
 from judge_server import security
 from judge_server import service
+from judge_server import teacher as teacher_lib
 from judge_server.backends.base import Backend
 from judge_server.batching import MicroBatcher
 from judge_server.config import JudgeConfig
@@ -69,7 +70,7 @@ class Handle:
   _server: grpc.aio.Server
   _face: http_face.HttpServer | None
   _health: health.aio.HealthServicer
-  _batcher: MicroBatcher
+  _batchers: tuple[MicroBatcher, ...]
   _stop_metrics: Callable[[], None]
   _tokens: security.TokenSet
 
@@ -83,7 +84,8 @@ class Handle:
     await self._health.enter_graceful_shutdown()
     await asyncio.gather(self._server.stop(grace),
                          *([self._face.stop(grace)] if self._face else []))
-    await self._batcher.close()
+    for batcher in self._batchers:
+      await batcher.close()
     self._stop_metrics()
 
 
@@ -133,12 +135,23 @@ async def start(config: JudgeConfig, backend: Backend) -> Handle:
           ("grpc.max_send_message_length", config.limits.max_message_bytes),
           # A second judge on a port in use must fail, not share the traffic.
           ("grpc.so_reuseport", 0)])
+  # The teacher's own batcher, retries and breaker: a slow log-prob call
+  # must not hold judge prompts back, nor trip scoring's breaker.
+  teacher_batcher = MicroBatcher(
+      resilience.Resilient(
+          observability.InstrumentedBackend(
+              teacher_lib.TeacherFace(backend), observer.metrics),
+          config.backend.resilience),
+      backend.max_batch, config.max_wait_ms / 1000,
+      backend.max_calls_in_flight)
   scorer = service.Scorer(batcher, packs, config.limits,
                           config.default_aggregation, admission, observer,
                           config.backend.criteria)
   judge_pb2_grpc.add_JudgeServiceServicer_to_server(
-      service.JudgeServicer(backend, scorer,
-                            http_face.reported_limits(config.openrlhf)),
+      service.JudgeServicer(
+          backend, scorer, http_face.reported_limits(config.openrlhf),
+          teacher_lib.Teacher(backend, teacher_batcher, config.limits,
+                              observer)),
       server)
   health_servicer = health.aio.HealthServicer()
   health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -155,8 +168,9 @@ async def start(config: JudgeConfig, backend: Backend) -> Handle:
     stop_metrics = observability.serve_metrics(
         config.metrics, observer.metrics.registry, context)
     undo.callback(stop_metrics)
-    batcher.start()
-    undo.push_async_callback(batcher.close)
+    for each in (batcher, teacher_batcher):
+      each.start()
+      undo.push_async_callback(each.close)
     await server.start()
     undo.push_async_callback(server.stop, None)
     face = None
@@ -168,7 +182,7 @@ async def start(config: JudgeConfig, backend: Backend) -> Handle:
     undo.pop_all()
   return Handle(port, _address(config.host, port), observer.metrics,
                 face.port if face else 0, server, face, health_servicer,
-                batcher, stop_metrics, tokens)
+                (batcher, teacher_batcher), stop_metrics, tokens)
 
 
 class ThreadedServer:

@@ -16,6 +16,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from judge_server import scoring
+from judge_server import teacher as teacher_lib
 from judge_server.backends.base import Backend
 from judge_server.batching import MicroBatcher
 from judge_server.config import CriteriaConfig, Limits
@@ -120,12 +121,14 @@ class Scorer:
 
 class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
   """`http_limits`: what GetInfo reports of the HTTP face's limits, as
-  fields of judge_pb2.Limits (http_face.reported_limits)."""
+  fields of judge_pb2.Limits (http_face.reported_limits); `teacher`
+  answers TokenLogprobs."""
 
   def __init__(self, backend: Backend, scorer: Scorer,
-               http_limits: Mapping[str, float]):
+               http_limits: Mapping[str, float], teacher: teacher_lib.Teacher):
     self._backend = backend
     self._scorer = scorer
+    self._teacher = teacher
     self._http_limits = http_limits
     self._limits = scorer.limits
     self._admission = scorer.admission
@@ -181,68 +184,114 @@ class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
   async def Score(self, request_iterator, context
                   ) -> AsyncIterator[judge_pb2.ScoreResult]:
     """Scores each request as it arrives; yields in completion order."""
+    def accept(request: judge_pb2.ScoreRequest):
+      job = self._scorer.validate(request)
+      return job.rollout_id, prompt_count(job), (
+          lambda received: self._scorer.score("Score", job, received))
+    async for result in self._serve_stream("Score", request_iterator,
+                                           context, accept):
+      yield result
+
+  async def TokenLogprobs(self, request_iterator, context
+                          ) -> AsyncIterator[judge_pb2.LogprobsResult]:
+    """The teacher's log-probs of each completion as it arrives; yields in
+    completion order. UNIMPLEMENTED for a backend that gives none."""
+    teacher = self._teacher
+    try:
+      tokenizer = await teacher.tokenizer()
+    except Exception as e:  # an endpoint down: the caller may try later
+      details = (f"backend {self._backend.name} cannot read its tokenizer "
+                 f"now: {type(e).__name__}: {e}")
+      self._observer.refused("TokenLogprobs", grpc.StatusCode.UNAVAILABLE,
+                             details)
+      await context.abort(grpc.StatusCode.UNAVAILABLE, details)
+    if tokenizer is None:
+      details = f"backend {self._backend.name} gives no token log-probs"
+      self._observer.refused("TokenLogprobs", grpc.StatusCode.UNIMPLEMENTED,
+                             details)
+      await context.abort(grpc.StatusCode.UNIMPLEMENTED, details)
+
+    def accept(request: judge_pb2.LogprobsRequest):
+      try:
+        query = teacher_lib.validate(request, self._limits, tokenizer)
+      except ValueError as e:
+        raise InvalidRequest(str(e)) from None
+      return request.rollout_id, 1, (lambda received: teacher.logprobs(
+          "TokenLogprobs", request.rollout_id, query, received))
+    async for result in self._serve_stream("TokenLogprobs", request_iterator,
+                                           context, accept):
+      yield result
+
+  async def _serve_stream(self, rpc: str, request_iterator, context, accept
+                          ) -> AsyncIterator:
     try:
       with self._admission.call():
-        async for result in self._score_stream(request_iterator, context):
+        async for result in self._stream(rpc, request_iterator, context,
+                                         accept):
           yield result
     except Overloaded as e:
-      await self._overloaded(context, "Score", e)
+      await self._overloaded(context, rpc, e)
 
-  async def _score_stream(self, request_iterator, context
-                          ) -> AsyncIterator[judge_pb2.ScoreResult]:
-    """Raises Overloaded, once this stream's work in flight is answered,
-    when a request found the queue full: the caller re-sends from there."""
+  async def _stream(self, rpc: str, request_iterator, context, accept
+                    ) -> AsyncIterator:
+    """Answers each request as it arrives, in completion order. `accept`
+    turns a request into (rollout_id, prompts it queues, work), where
+    work(received) answers it; InvalidRequest aborts the stream. Raises
+    Overloaded, once this stream's work in flight is answered, when a
+    request found the queue full: the caller re-sends from there."""
     reading = asyncio.ensure_future(anext(request_iterator, None))
-    scoring_tasks: set[asyncio.Task] = set()
+    working: set[asyncio.Task] = set()
     in_flight: set[str] = set()
     overloaded = None
     try:
-      while reading is not None or scoring_tasks:
-        done, _ = await asyncio.wait(scoring_tasks | ({reading} - {None}),
+      while reading is not None or working:
+        done, _ = await asyncio.wait(working | ({reading} - {None}),
                                      return_when=asyncio.FIRST_COMPLETED)
         if reading in done:
           request, reading = reading.result(), None
           if request is not None:
             received = time.perf_counter()
-            job = await self._accept(request, in_flight, context)
+            prompts, work = await self._accept(rpc, request, accept,
+                                               in_flight, context)
             try:
-              ticket = self._admission.admit(prompt_count(job))
+              ticket = self._admission.admit(prompts)
             except Overloaded as e:
               overloaded = e  # read no more; finish what is in flight
             else:
-              task = asyncio.create_task(self._scorer.score("Score", job, received))
+              task = asyncio.create_task(work(received))
               # A callback, not a finally: a task cancelled before it first
               # runs never enters its body.
               task.add_done_callback(lambda _, t=ticket: t.release())
-              scoring_tasks.add(task)
+              working.add(task)
               reading = asyncio.ensure_future(anext(request_iterator, None))
-        for task in done & scoring_tasks:
-          scoring_tasks.discard(task)
+        for task in done & working:
+          working.discard(task)
           result = task.result()
           in_flight.discard(result.rollout_id)
           yield result
     finally:
       # The client went away or a request was refused: stop the rest.
-      for task in scoring_tasks | ({reading} - {None}):
+      for task in working | ({reading} - {None}):
         task.cancel()
     if overloaded is not None:
       raise overloaded
 
-  async def _accept(self, request: judge_pb2.ScoreRequest, in_flight: set[str],
-                    context) -> scoring.Job:
-    """The request's job, marked in flight; aborts the stream if invalid."""
+  async def _accept(self, rpc: str, request, accept, in_flight: set[str],
+                    context):
+    """(prompts, work) of the request, marked in flight; aborts the stream
+    if it is invalid."""
     try:
-      job = self._scorer.validate(request)
+      rollout_id, prompts, work = accept(request)
     except InvalidRequest as e:
-      await self._invalid(context, "Score",
+      await self._invalid(context, rpc,
                           f"rollout_id={request.rollout_id}: {e}")
-    if job.rollout_id in in_flight:
+    if rollout_id in in_flight:
       await self._invalid(
-          context, "Score",
-          f"rollout_id={job.rollout_id}: rollout_id: already in flight in "
+          context, rpc,
+          f"rollout_id={rollout_id}: rollout_id: already in flight in "
           "this stream")
-    in_flight.add(job.rollout_id)
-    return job
+    in_flight.add(rollout_id)
+    return prompts, work
 
   async def GetInfo(self, request: judge_pb2.GetInfoRequest,
                     context) -> judge_pb2.GetInfoResponse:
@@ -264,7 +313,8 @@ class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
                for f in dataclasses.fields(limits)
                if f.name in _REPORTED_LIMITS}),
         default_aggregation=judge_pb2.Aggregation.Value(
-            scorer.default_aggregation.upper()))
+            scorer.default_aggregation.upper()),
+        tokenizer=await self._teacher.tokenizer_proto())
 
 
 _SERVICE = judge_pb2.DESCRIPTOR.services_by_name["JudgeService"]
@@ -295,7 +345,7 @@ class StrictDecoding(grpc.aio.ServerInterceptor):
         self._observer.refused(name, grpc.StatusCode.INVALID_ARGUMENT, details)
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, details)
 
-    if handler.request_streaming:  # Score: stream in, stream out
+    if handler.request_streaming:  # Score, TokenLogprobs: streams both ways
       async def requests(raw_requests, context):
         async for raw in raw_requests:
           yield await decode(raw, context)

@@ -21,6 +21,8 @@ class ByteTokenizer:
   any text; bytes do both. Ids 0-3 are special, byte b is id b + 4.
   """
 
+  vocab_size = VOCAB_SIZE
+
   def encode(self, text: str, **_) -> list[int]:
     return [b + OFFSET for b in text.encode("utf-8")]
 

@@ -5,6 +5,10 @@ Both sides import this module and nothing of each other's; it needs only
 protobuf (no grpc, no jax), so a remote-backend judge loads it anywhere.
 """
 
+import hashlib
+import json
+from typing import Sequence
+
 from protos import judge_pb2
 from protos.rubric import Rubric
 
@@ -17,6 +21,27 @@ MAX_MESSAGE_BYTES = 64 << 20
 AUTHORIZATION = "authorization"
 # Trailing metadata of a RESOURCE_EXHAUSTED refusal: when to try again.
 RETRY_AFTER_KEY = "retry-after-ms"
+# What both sides encode to tell whether their tokenizers agree: digits,
+# the reasoning format's tags, spaces and new lines, words that split into
+# pieces, and text outside ASCII.
+TOKENIZER_PROBE = ("<reasoning>Step 1: 12 + 30 = 42, so 3.5 x 12 is 42."
+                   "</reasoning>\n<answer>42</answer>  Ünïcödé 日本語 — "
+                   "antidisestablishmentarianism\t🙂")
+
+
+def fingerprint(prompt_ids: Sequence[int]) -> str:
+  """A short hash of a tokenizer: the ids it gives TOKENIZER_PROBE as a
+  prompt (BOS, then the probe's own). Two tokenizers with one fingerprint
+  give the probe the same ids, so token ids sent from one read as the same
+  text to the other."""
+  data = json.dumps(list(map(int, prompt_ids)))
+  return hashlib.sha256(data.encode()).hexdigest()[:16]
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+  """fingerprint() of a tokenizer with encode(text) and bos_id() (grar's
+  ByteTokenizer and HFTokenizer)."""
+  return fingerprint([tokenizer.bos_id(), *tokenizer.encode(TOKENIZER_PROBE)])
 
 
 def enum_name(enum, value: int) -> str:

@@ -138,7 +138,7 @@ class RubricInfo(_message.Message):
     def __init__(self, id: _Optional[str] = ..., version: _Optional[int] = ..., num_criteria: _Optional[int] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_batch", "max_prompt_chars", "max_completion_chars", "max_criteria", "max_requests_per_batch_call", "max_reference_chars", "max_rollout_id_chars", "max_message_bytes", "max_concurrent_streams", "max_queue_depth", "retry_after_ms", "max_calls_in_flight", "openrlhf_max_body_bytes", "openrlhf_max_connections", "openrlhf_max_requests_per_connection", "openrlhf_header_deadline_s", "openrlhf_keepalive_timeout_s")
+    __slots__ = ("max_batch", "max_prompt_chars", "max_completion_chars", "max_criteria", "max_requests_per_batch_call", "max_reference_chars", "max_rollout_id_chars", "max_message_bytes", "max_concurrent_streams", "max_queue_depth", "retry_after_ms", "max_calls_in_flight", "openrlhf_max_body_bytes", "openrlhf_max_connections", "openrlhf_max_requests_per_connection", "openrlhf_header_deadline_s", "openrlhf_keepalive_timeout_s", "max_logprob_tokens")
     MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
     MAX_PROMPT_CHARS_FIELD_NUMBER: _ClassVar[int]
     MAX_COMPLETION_CHARS_FIELD_NUMBER: _ClassVar[int]
@@ -156,6 +156,7 @@ class Limits(_message.Message):
     OPENRLHF_MAX_REQUESTS_PER_CONNECTION_FIELD_NUMBER: _ClassVar[int]
     OPENRLHF_HEADER_DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
     OPENRLHF_KEEPALIVE_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    MAX_LOGPROB_TOKENS_FIELD_NUMBER: _ClassVar[int]
     max_batch: int
     max_prompt_chars: int
     max_completion_chars: int
@@ -173,18 +174,55 @@ class Limits(_message.Message):
     openrlhf_max_requests_per_connection: int
     openrlhf_header_deadline_s: float
     openrlhf_keepalive_timeout_s: float
-    def __init__(self, max_batch: _Optional[int] = ..., max_prompt_chars: _Optional[int] = ..., max_completion_chars: _Optional[int] = ..., max_criteria: _Optional[int] = ..., max_requests_per_batch_call: _Optional[int] = ..., max_reference_chars: _Optional[int] = ..., max_rollout_id_chars: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_concurrent_streams: _Optional[int] = ..., max_queue_depth: _Optional[int] = ..., retry_after_ms: _Optional[int] = ..., max_calls_in_flight: _Optional[int] = ..., openrlhf_max_body_bytes: _Optional[int] = ..., openrlhf_max_connections: _Optional[int] = ..., openrlhf_max_requests_per_connection: _Optional[int] = ..., openrlhf_header_deadline_s: _Optional[float] = ..., openrlhf_keepalive_timeout_s: _Optional[float] = ...) -> None: ...
+    max_logprob_tokens: int
+    def __init__(self, max_batch: _Optional[int] = ..., max_prompt_chars: _Optional[int] = ..., max_completion_chars: _Optional[int] = ..., max_criteria: _Optional[int] = ..., max_requests_per_batch_call: _Optional[int] = ..., max_reference_chars: _Optional[int] = ..., max_rollout_id_chars: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_concurrent_streams: _Optional[int] = ..., max_queue_depth: _Optional[int] = ..., retry_after_ms: _Optional[int] = ..., max_calls_in_flight: _Optional[int] = ..., openrlhf_max_body_bytes: _Optional[int] = ..., openrlhf_max_connections: _Optional[int] = ..., openrlhf_max_requests_per_connection: _Optional[int] = ..., openrlhf_header_deadline_s: _Optional[float] = ..., openrlhf_keepalive_timeout_s: _Optional[float] = ..., max_logprob_tokens: _Optional[int] = ...) -> None: ...
+
+class TokenizerInfo(_message.Message):
+    __slots__ = ("vocab_size", "fingerprint", "error")
+    VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    vocab_size: int
+    fingerprint: str
+    error: str
+    def __init__(self, vocab_size: _Optional[int] = ..., fingerprint: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class GetInfoResponse(_message.Message):
-    __slots__ = ("backend", "model", "rubrics", "limits", "default_aggregation")
+    __slots__ = ("backend", "model", "rubrics", "limits", "default_aggregation", "tokenizer")
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     RUBRICS_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_AGGREGATION_FIELD_NUMBER: _ClassVar[int]
+    TOKENIZER_FIELD_NUMBER: _ClassVar[int]
     backend: str
     model: str
     rubrics: _containers.RepeatedCompositeFieldContainer[RubricInfo]
     limits: Limits
     default_aggregation: Aggregation
-    def __init__(self, backend: _Optional[str] = ..., model: _Optional[str] = ..., rubrics: _Optional[_Iterable[_Union[RubricInfo, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., default_aggregation: _Optional[_Union[Aggregation, str]] = ...) -> None: ...
+    tokenizer: TokenizerInfo
+    def __init__(self, backend: _Optional[str] = ..., model: _Optional[str] = ..., rubrics: _Optional[_Iterable[_Union[RubricInfo, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., default_aggregation: _Optional[_Union[Aggregation, str]] = ..., tokenizer: _Optional[_Union[TokenizerInfo, _Mapping]] = ...) -> None: ...
+
+class LogprobsRequest(_message.Message):
+    __slots__ = ("rollout_id", "prompt_tokens", "completion_tokens")
+    ROLLOUT_ID_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    rollout_id: str
+    prompt_tokens: _containers.RepeatedScalarFieldContainer[int]
+    completion_tokens: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, rollout_id: _Optional[str] = ..., prompt_tokens: _Optional[_Iterable[int]] = ..., completion_tokens: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class LogprobsResult(_message.Message):
+    __slots__ = ("rollout_id", "status", "logprobs", "reason", "latency_ms")
+    ROLLOUT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    LOGPROBS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    rollout_id: str
+    status: Status
+    logprobs: _containers.RepeatedScalarFieldContainer[float]
+    reason: str
+    latency_ms: float
+    def __init__(self, rollout_id: _Optional[str] = ..., status: _Optional[_Union[Status, str]] = ..., logprobs: _Optional[_Iterable[float]] = ..., reason: _Optional[str] = ..., latency_ms: _Optional[float] = ...) -> None: ...

@@ -49,6 +49,11 @@ class JudgeServiceStub:
                 request_serializer=protos_dot_judge__pb2.GetInfoRequest.SerializeToString,
                 response_deserializer=protos_dot_judge__pb2.GetInfoResponse.FromString,
                 _registered_method=True)
+        self.TokenLogprobs = channel.stream_stream(
+                '/grar.judge.v1.JudgeService/TokenLogprobs',
+                request_serializer=protos_dot_judge__pb2.LogprobsRequest.SerializeToString,
+                response_deserializer=protos_dot_judge__pb2.LogprobsResult.FromString,
+                _registered_method=True)
 
 
 class JudgeServiceServicer:
@@ -74,6 +79,14 @@ class JudgeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TokenLogprobs(self, request_iterator, context):
+        """Like Score: requests in, results out in completion order, matched by
+        rollout_id; a backend that gives no log-probs answers UNSCORABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JudgeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -91,6 +104,11 @@ def add_JudgeServiceServicer_to_server(servicer, server):
                     servicer.GetInfo,
                     request_deserializer=protos_dot_judge__pb2.GetInfoRequest.FromString,
                     response_serializer=protos_dot_judge__pb2.GetInfoResponse.SerializeToString,
+            ),
+            'TokenLogprobs': grpc.stream_stream_rpc_method_handler(
+                    servicer.TokenLogprobs,
+                    request_deserializer=protos_dot_judge__pb2.LogprobsRequest.FromString,
+                    response_serializer=protos_dot_judge__pb2.LogprobsResult.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -174,6 +192,33 @@ class JudgeService:
             '/grar.judge.v1.JudgeService/GetInfo',
             protos_dot_judge__pb2.GetInfoRequest.SerializeToString,
             protos_dot_judge__pb2.GetInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TokenLogprobs(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/grar.judge.v1.JudgeService/TokenLogprobs',
+            protos_dot_judge__pb2.LogprobsRequest.SerializeToString,
+            protos_dot_judge__pb2.LogprobsResult.FromString,
             options,
             channel_credentials,
             insecure,

@@ -67,6 +67,37 @@ def from_choice_probs(probs, min_score_mass: float, answer: str,
       f"min_score_mass={min_score_mass}{wrote}", mass)
 
 
+@dataclasses.dataclass(frozen=True)
+class LogprobsQuery:
+  """A completion to read under the model as a teacher: token ids as the
+  model reads them (the prompt's BOS included), both non-empty."""
+  prompt: tuple[int, ...]
+  completion: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Logprobs:
+  """The teacher's answer to a LogprobsQuery: log p(completion[t] |
+  prompt, completion[:t]) at temperature 1, one per completion token. A
+  query that could not be answered gets a Judgement with score None
+  instead (infrastructure() or unparseable()), so retries, the circuit
+  breaker and the batcher treat both paths alike; these fields are the
+  ones they read."""
+  values: tuple[float, ...]
+  reason: str = ""
+  transient: bool = False
+  retry_after_s: float = 0.0
+  infrastructure_failure: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerInfo:
+  """vocab_size: ids are in [0, vocab_size); 0 when unknown.
+  fingerprint: contract.fingerprint of the model's tokenizer."""
+  vocab_size: int
+  fingerprint: str
+
+
 class Backend(abc.ABC):
   """Scores judge prompts that end where the first answer token is
   expected: a digit 0-9, or yes or no (`answer`, prompts.FORMATS)."""
@@ -93,6 +124,18 @@ class Backend(abc.ABC):
   async def judge(self, prompts: list[str]) -> list[Judgement]:
     """One Judgement per prompt, in order. Never raises for one bad prompt:
     that prompt gets a Judgement with score None and a reason."""
+
+  async def tokenizer_info(self) -> TokenizerInfo | None:
+    """The tokenizer token_logprobs reads ids with; None when the backend
+    gives no token log-probs (the default), and TokenLogprobs is refused."""
+    return None
+
+  async def token_logprobs(self, queries: list[LogprobsQuery]
+                           ) -> list["Logprobs | Judgement"]:
+    """One Logprobs per query, in order, or a Judgement with score None
+    for a query that could not be answered; never raises for one bad
+    query. Called only when tokenizer_info() is not None."""
+    raise NotImplementedError(f"backend {self.name} gives no token log-probs")
 
   async def close(self) -> None:
     """Releases what the backend holds (devices, connections)."""

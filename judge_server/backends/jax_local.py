@@ -18,12 +18,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from judge_server.backends import base
-from judge_server.backends.base import Backend, Judgement
+from judge_server.backends.base import (
+    Backend, Judgement, Logprobs, LogprobsQuery, TokenizerInfo)
 from judge_server.config import BackendConfig
 from judge_server.prompts import (
     CHOICES, FORMATS, SCALE, spellings)
 from policy_worker import last_logits
 from grar_config.model import ModelSpec
+from protos import contract
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,6 +201,29 @@ def _choice_probs(model, tokens, positions, segments, ends, flat, owner):
                       flat, owner)
 
 
+@nnx.jit
+def _token_logprobs(model, tokens, positions, mask, reads, targets):
+  """log p(targets[b, s]) at each read of each row.
+
+  tokens, positions: [B, L] right-padded rows; mask: [B, L] True at real
+  tokens; reads: [B, S] one past each read position (1 where unused);
+  targets: [B, S] the token that follows each read.
+  Returns [B, S] float32.
+  """
+  seq = tokens.shape[1]
+  causal = jnp.tril(jnp.ones((seq, seq), dtype=bool))[None]
+  attend = causal & mask[:, None, :]
+  logits = last_logits.last_logits(model, tokens, positions, attend, reads)
+  logps = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  return jnp.take_along_axis(logps, targets[..., None], axis=-1)[..., 0]
+
+
+# Completion tokens read per forward pass: each read projects onto the
+# whole vocabulary, so 1024 reads of Gemma-3's 262144 tokens are 1 GiB of
+# float32 logits; longer calls go in several passes.
+MAX_READS_PER_PASS = 1024
+
+
 class JaxBackend(Backend):
   """Scores a batch of judge prompts with one forward pass on the mesh;
   one call at a time (max_calls_in_flight 1), since it holds the mesh.
@@ -283,6 +308,65 @@ class JaxBackend(Backend):
 
   async def judge(self, prompts: list[str]) -> list[Judgement]:
     return await asyncio.to_thread(self._judge_sync, prompts)
+
+  async def tokenizer_info(self) -> TokenizerInfo:
+    return TokenizerInfo(int(self._tok.vocab_size),
+                         contract.tokenizer_fingerprint(self._tok))
+
+  async def token_logprobs(self, queries: list[LogprobsQuery]
+                           ) -> list[Logprobs | Judgement]:
+    return await asyncio.to_thread(self._logprobs_sync, queries)
+
+  def _logprobs_sync(self, queries: list[LogprobsQuery]
+                     ) -> list[Logprobs | Judgement]:
+    results: list[Logprobs | Judgement | None] = [None] * len(queries)
+    fit = []
+    for i, q in enumerate(queries):
+      n = len(q.prompt) + len(q.completion)
+      if n > self._cfg.max_prompt_tokens:
+        results[i] = base.infrastructure(
+            f"prompt and completion have {n} tokens, more than "
+            f"max_prompt_tokens={self._cfg.max_prompt_tokens}")
+      else:
+        fit.append(i)
+    # Similar lengths together, so padding stays small.
+    fit.sort(key=lambda i: len(queries[i].completion))
+    while fit:
+      group = fit[:1]
+      for i in fit[1:]:
+        rows = _bucket(len(group) + 1, self._batch_multiple)
+        if rows * _bucket(len(queries[i].completion), 1) > MAX_READS_PER_PASS:
+          break
+        group.append(i)
+      fit = fit[len(group):]
+      for i, values in zip(group, self._logprobs_pass(
+          [queries[i] for i in group])):
+        results[i] = Logprobs(tuple(values))
+    return results
+
+  def _logprobs_pass(self, queries: list[LogprobsQuery]) -> list[np.ndarray]:
+    """Each query's completion log-probs, one forward pass over bucketed
+    shapes."""
+    batch = _bucket(len(queries), self._batch_multiple)
+    batch += -batch % self._batch_multiple
+    seq = _bucket(max(len(q.prompt) + len(q.completion) for q in queries), 16)
+    reads = _bucket(max(len(q.completion) for q in queries), 1)
+    tokens = np.full((batch, seq), self._tok.pad_id(), np.int32)
+    mask = np.zeros((batch, seq), bool)
+    at = np.ones((batch, reads), np.int32)
+    targets = np.zeros((batch, reads), np.int32)
+    for r, q in enumerate(queries):
+      row = q.prompt + q.completion
+      tokens[r, :len(row)], mask[r, :len(row)] = row, True
+      # Completion token k is read after the token before it.
+      at[r, :len(q.completion)] = np.arange(len(q.completion)) + len(q.prompt)
+      targets[r, :len(q.completion)] = q.completion
+    positions = np.broadcast_to(np.arange(seq, dtype=np.int32), (batch, seq))
+    with self._lock, jax.set_mesh(self._mesh):
+      out = np.asarray(_token_logprobs(
+          self._model, *map(jnp.asarray, (tokens, positions, mask, at,
+                                          targets))))
+    return [out[r, :len(q.completion)] for r, q in enumerate(queries)]
 
 
 def build(backend: BackendConfig, judge_mesh: jax.sharding.Mesh) -> JaxBackend:

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from protos import contract
 from protos.contract import SERVICE_NAME, rubric_to_proto
 from protos.rubric import Rubric, RubricError
 from orchestrator.judge import channel as judge_channel
@@ -96,10 +97,8 @@ _TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
 UNAVAILABLE = "judge unavailable: "
 
 
-def _unavailable(rollout_id: str, why: str) -> judge_pb2.ScoreResult:
-  return judge_pb2.ScoreResult(rollout_id=rollout_id,
-                               status=judge_pb2.UNSCORABLE,
-                               reason=f"{UNAVAILABLE}{why}")
+class TeacherMismatch(ValueError):
+  """The judge cannot be the student's teacher; the message says why."""
 
 
 class JudgeClient:
@@ -127,11 +126,22 @@ class JudgeClient:
     rollouts still without a result are sent again on a new stream, with
     backoff, until the deadline; results are idempotent by rollout_id.
     """
+    return self._stream(self._stub.Score, requests, judge_pb2.ScoreResult)
+
+  def token_logprobs(self, requests: list[judge_pb2.LogprobsRequest]
+                     ) -> dict[str, judge_pb2.LogprobsResult]:
+    """The teacher's log-probs of each request's completion, by rollout_id,
+    as `score` gives scores: re-sent on a broken stream, UNSCORABLE where
+    the judge never answered. Call check_tokenizer first."""
+    return self._stream(self._stub.TokenLogprobs, requests,
+                        judge_pb2.LogprobsResult)
+
+  def _stream(self, method, requests: list, result_type) -> dict:
     ids = [r.rollout_id for r in requests]
     if len(set(ids)) != len(ids):
-      raise ValueError("rollout ids must be unique within one score() call")
+      raise ValueError("rollout ids must be unique within one call")
     resends = judge_channel.Resends(self._timeout_s)
-    results: dict[str, judge_pb2.ScoreResult] = {}
+    results = {}
     why = "the stream ended without this result"
     while True:
       missing = [r for r in requests if r.rollout_id not in results]
@@ -140,7 +150,7 @@ class JudgeClient:
         break
       asked = 0.0
       try:
-        for result in self._stub.Score(iter(missing), timeout=left):
+        for result in method(iter(missing), timeout=left):
           results[result.rollout_id] = result
       except grpc.RpcError as e:
         if e.code() in _REFUSED:
@@ -158,9 +168,33 @@ class JudgeClient:
         break
       self.retries += 1
       resends.pause(asked)
-    return {i: results[i] if i in results else _unavailable(i, why)
-            for i in ids}
+    return {i: results[i] if i in results else result_type(
+        rollout_id=i, status=judge_pb2.UNSCORABLE,
+        reason=f"{UNAVAILABLE}{why}") for i in ids}
 
+  def check_tokenizer(self, tokenizer) -> None:
+    """Raises TeacherMismatch unless the judge serves token log-probs read
+    with the same tokenizer as `tokenizer` (encode, bos_id, vocab_size):
+    ids from another would be scored as other text."""
+    info = self.info()
+    mine = contract.tokenizer_fingerprint(tokenizer)
+    theirs = info.tokenizer
+    where = f"the judge at {self.target} (backend {info.backend}, model " \
+            f"{info.model or '?'})"
+    if theirs.error:
+      raise TeacherMismatch(f"{where} cannot read its tokenizer now: "
+                            f"{theirs.error}")
+    if not theirs.fingerprint:
+      raise TeacherMismatch(f"{where} gives no token log-probs; a teacher "
+                            "needs backend kind jax, or openai in mode "
+                            "completions")
+    if theirs.fingerprint != mine or (
+        theirs.vocab_size and theirs.vocab_size != tokenizer.vocab_size):
+      raise TeacherMismatch(
+          f"{where} has another tokenizer than the student's (fingerprint "
+          f"{theirs.fingerprint}, {theirs.vocab_size or 'unknown'} tokens; "
+          f"the student's {mine}, {tokenizer.vocab_size} tokens): teacher "
+          "and student must share one, e.g. both Gemma-3")
   def info(self) -> judge_pb2.GetInfoResponse:
     return self._stub.GetInfo(judge_pb2.GetInfoRequest(),
                               timeout=self._timeout_s)
