@@ -52,7 +52,7 @@ def vllm(gemma3_270m_dir, tmp_path_factory) -> vllm_server.Server:
 # and comes first (collection order: the others sort after its name),
 # before `vllm` holds the lock.
 _VLLM_FILES = ("test_export.py", "test_parity_vllm.py", "test_vllm_judge.py",
-               "test_sft_distill.py")
+               "test_sft_distill.py", "test_vllm_teacher.py")
 
 
 class _FileScheduling(LoadScopeScheduling):

@@ -11,6 +11,7 @@ import asyncio
 import email.utils
 import math
 import time
+from typing import Callable, TypeVar
 
 import httpx
 import numpy as np
@@ -28,6 +29,8 @@ ERROR_BODY_CHARS = 300
 _TRANSIENT_4XX = frozenset({408, 425, 429})
 # What reading a field the answer lacks raises.
 SHAPE_ERRORS = (KeyError, IndexError, TypeError, AttributeError)
+
+T = TypeVar("T")
 
 
 def choice_probs(tops: list[tuple[str, float]],
@@ -103,7 +106,8 @@ def transport_failure(url: str, error: httpx.HTTPError) -> Judgement:
 class HttpBackend(Backend):
   """One POST per judge prompt to `url`, at most `max_concurrency` in
   flight, each bounded by `timeout_s`, answers read in format `answer`;
-  subclasses shape the request body and read the answer."""
+  subclasses shape the request body and read the answer, and make any
+  other request of theirs through `_post`."""
 
   def __init__(self, url: str, headers: dict[str, str], max_concurrency: int,
                timeout_s: float, answer: str):
@@ -131,30 +135,38 @@ class HttpBackend(Backend):
     """The judgement in a JSON answer; KeyError, IndexError, TypeError or
     AttributeError when the answer is not in the shape it expects."""
 
-  async def _judge_one(self, prompt: str) -> Judgement:
+  async def _post(self, url: str, body: dict,
+                  read: Callable[[dict], T]) -> T | Judgement:
+    """What `read` makes of the JSON answer to POSTing `body` to `url`, or
+    the infrastructure Judgement of why there is none: judging and every
+    other request a subclass makes share one slot pool, deadline and
+    reading of failures, so retries and the circuit breaker see them alike.
+    `read` raises one of SHAPE_ERRORS on an answer it does not know."""
     try:
       async with self._slots, asyncio.timeout(self._timeout_s):
-        response = await self._client.post(self._url, json=self._body(prompt))
+        response = await self._client.post(url, json=body)
     except TimeoutError:
       return base.infrastructure(
-          f"no answer from {self._url} within {self._timeout_s}s",
-          transient=True)
+          f"no answer from {url} within {self._timeout_s}s", transient=True)
     except httpx.HTTPError as e:
-      return transport_failure(self._url, e)
+      return transport_failure(url, e)
     if response.is_error:
-      return status_failure(self._url, response)
+      return status_failure(url, response)
     try:
       data = response.json()
     except ValueError:
       return base.infrastructure(
-          f"{self._url} answered with no JSON: "
+          f"{url} answered with no JSON: "
           f"{response.text[:ERROR_BODY_CHARS]!r}")
     try:
-      return self._read(data)
+      return read(data)
     except SHAPE_ERRORS as e:
       return base.infrastructure(
-          f"{self._url} answered in an unknown shape ({type(e).__name__}: "
+          f"{url} answered in an unknown shape ({type(e).__name__}: "
           f"{e}): {str(data)[:ERROR_BODY_CHARS]}")
+
+  async def _judge_one(self, prompt: str) -> Judgement:
+    return await self._post(self._url, self._body(prompt), self._read)
 
   async def judge(self, prompts: list[str]) -> list[Judgement]:
     return list(await asyncio.gather(*map(self._judge_one, prompts)))
