@@ -112,6 +112,8 @@ def reward_table(rows) -> str:
           ("unscorable", "judge_unscorable", "{:.0f}"),
           ("loss", "loss", "{:.4f}"), ("kl", "kl", "{:.4f}"),
           ("s/step", "time_step", "{:.1f}")]
+  if rows and "teacher_kl_mean" in rows[0]:  # a distillation run
+    cols.insert(-1, ("teacher_kl", "teacher_kl_mean", "{:.4f}"))
   lines = ["  ".join(f"{h:>10}" for h, _, _ in cols)]
   for row in rows:
     lines.append("  ".join(f"{fmt.format(row[k]):>10}" for _, k, fmt in cols))

@@ -141,6 +141,30 @@ class RewardsConfig:
 
 
 @strict.config
+class DistillConfig:
+  """On-policy distillation, with the judge's model as the teacher (the
+  TokenLogprobs RPC; its tokenizer must be the student's, checked at
+  start). Each completion token's advantage gains coef x (log p_teacher -
+  log p_student) of that token, the negative of the reverse KL's estimate
+  there (policy_worker.advantages.teacher_advantages); the student's
+  log-probs are those recorded at generation, at rollout.temperature. The
+  teacher is asked beside the judge, overlapping the next generation as
+  the judge does; teacher_kl (per rollout, the mean over its tokens of log
+  p_student - log p_teacher) is logged and journaled. rewards false trains
+  on the teacher's advantage alone; the rewards are still computed and
+  logged, to watch what distillation does to them. coef 0: off."""
+  coef: float = 0.0
+  rewards: bool = True
+
+  def __post_init__(self):
+    if self.coef < 0:
+      raise ValueError("coef: must be >= 0")
+    if not self.rewards and not self.coef:
+      raise ValueError("rewards: false trains on the teacher alone, so coef "
+                       "must be > 0")
+
+
+@strict.config
 class JudgeValidationConfig:
   """The judge check before a run trusts its judge (and before `grar
   eval`): `rows` of the run's examples become probes (a correct answer,
@@ -285,6 +309,7 @@ class RunConfig:
   rollout: RolloutConfig = RolloutConfig()
   grpo: GRPOConfig = GRPOConfig()
   rewards: RewardsConfig = RewardsConfig()
+  distill: DistillConfig = DistillConfig()
   judge: JudgeRunConfig = JudgeRunConfig()
   train: TrainConfig = TrainConfig()
   ray: RayConfig = RayConfig()
@@ -302,6 +327,10 @@ class RunConfig:
           "ray.judge_replicas: must be >= 1 exactly when judge.placement is "
           f"'ray' (placement {self.judge.placement!r}, "
           f"{self.ray.judge_replicas} replicas)")
+    if self.distill.coef and self.judge.placement == "ray":
+      raise ValueError("distill.coef: the teacher is asked through one judge; "
+                       "judge.placement 'ray' (a pool of replicas) is not "
+                       "supported for distillation yet")
     if self.ray.rollout_workers > self.train.batch_size:
       raise ValueError(
           f"ray.rollout_workers: {self.ray.rollout_workers} workers for "

@@ -24,3 +24,19 @@ def group_advantages(rewards: np.ndarray, num_generations: int,
   var = (np.where(valid, r - mean, 0.0) ** 2).sum(axis=1, keepdims=True) / count
   adv = np.where(valid, (r - mean) / (np.sqrt(var) + eps), 0.0)
   return adv.reshape(-1).astype(np.float32), valid.reshape(-1)
+
+
+def teacher_advantages(student_logps: np.ndarray, teacher_logps: np.ndarray,
+                       mask: np.ndarray) -> np.ndarray:
+  """On-policy distillation's per-token advantages [N, T]: log p_teacher -
+  log p_student of each sampled token, 0 where mask [N, T] is False.
+
+  Its negative is the one-sample estimate of the reverse KL, KL(student ||
+  teacher), at that token: the student is pushed away from the tokens it
+  samples that the teacher finds unlikely, each token on its own (no sum
+  over later tokens, so no variance from them), as in Agarwal et al. 2024
+  (GKD) and Thinking Machines' "On-Policy Distillation" (2025).
+  """
+  diff = np.asarray(teacher_logps, np.float32) - np.asarray(student_logps,
+                                                           np.float32)
+  return np.where(mask, diff, 0.0).astype(np.float32)

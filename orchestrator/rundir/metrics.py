@@ -55,10 +55,13 @@ class MetricsWriter:
     bar = "#" * filled + "." * (width - filled)
     level = (f"  level {row['curriculum_level']}"
              if "curriculum_level" in row else "")
+    teacher = (f"teacher_kl {row['teacher_kl_mean']:.4f}  "
+               if "teacher_kl_mean" in row else "")
     print(f"[{bar}] step {step}/{self._total}{level}  reward "
           f"{row['reward_mean']:.3f}  judge {row['judge_mean']:.3f}  loss "
           f"{row['loss']:.4f}  "
-          f"kl {row['kl']:.4f}  {row['time_step']:.1f}s/step  eta {eta:.0f}s",
+          f"kl {row['kl']:.4f}  {teacher}{row['time_step']:.1f}s/step  "
+          f"eta {eta:.0f}s",
           file=self._out, flush=True)
 
 

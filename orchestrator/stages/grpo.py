@@ -36,7 +36,9 @@ from orchestrator.config import RunConfig
 from orchestrator.data import dataset as dataset_lib
 from orchestrator.data import curriculum, templates
 from orchestrator.data.batches import batch_for_step
+from orchestrator.judge import client as judge_client
 from orchestrator.judge import target as judge_target
+from orchestrator.judge import teacher as teacher_lib
 from orchestrator.judge.requests import judge_requests
 from orchestrator.judge import validate as judge_validate
 from orchestrator.judge import watch as judge_watch
@@ -47,7 +49,7 @@ from orchestrator.rundir import layout as run_dir_lib
 from orchestrator.rundir import metrics as metrics_lib
 from orchestrator.stages.rollout_source import LocalSampler, RolloutSource
 from policy_worker import checkpoint, grpo, models, rollout
-from policy_worker.advantages import group_advantages
+from policy_worker.advantages import group_advantages, teacher_advantages
 from protos import judge_pb2
 
 
@@ -68,6 +70,8 @@ class _InFlight:
   batch: list
   requests: list
   judged: concurrent.futures.Future  # (results by rollout id, unix time)
+  # The teacher's LogprobsResults by rollout id; None without distillation.
+  taught: concurrent.futures.Future | None = None
 
 
 def _score_timed(client, requests) -> tuple[dict, float]:
@@ -121,6 +125,11 @@ class _Trainer:
     self.client = client
     self.pool = pool
     self.policy, self.tokenizer = _policy(cfg, policy_mesh, cfg.grpo.init_from)
+    if cfg.distill.coef:
+      try:
+        client.check_tokenizer(self.tokenizer)
+      except judge_client.TeacherMismatch as e:
+        raise TrainError(f"distill.coef: {e}") from None
     # Per level: generated levels of one task share their ids.
     self.prompts = [{ex.id: templates.render(ex.prompt, cfg.prompt.scaffold)
                      for ex in level} for level in levels]
@@ -155,6 +164,7 @@ class _Trainer:
     self.version = 0
     self.source.publish(self.version, self.policy)
     self.unscorable_streak = 0
+    self.teacher_reason = ""
     self.schedule = curriculum.Schedule(
         len(levels), cfg.curriculum.threshold, cfg.curriculum.min_steps)
     self.curriculum = curriculum.State()
@@ -180,7 +190,7 @@ class _Trainer:
         seed=cfg.train.seed * 1_000_003 + step)
     time_generate = time.monotonic() - t0
     generated_at = (began, time.time())
-    requests, judged = self._judge(step, batch, rolls.texts)
+    sent = self._judge(step, batch, rolls)
     owners = [batch[i // G] for i in range(len(rolls.texts))]
     components = {
         name: np.array([fn(text, ex) for text, ex in zip(rolls.texts, owners)])
@@ -189,18 +199,27 @@ class _Trainer:
         [self.relevance.score(text, ex)
          for text, ex in zip(rolls.texts, owners)])
     ref_logps = self.updater.reference_logps(rolls) if cfg.grpo.beta else None
-    old_logps = (self.updater.policy_logps(rolls) if cfg.train.staleness
-                 else None)
+    # Distillation compares the teacher with the student that sampled.
+    old_logps = (self.updater.policy_logps(rolls)
+                 if cfg.train.staleness or cfg.distill.coef else None)
     return _InFlight(inflight.Generated(
         step, rolls, components, ref_logps, old_logps, versions,
-        time_generate, generated_at, level), batch, requests, judged)
+        time_generate, generated_at, level), batch, *sent)
 
-  def _judge(self, step: int, batch: list, texts: list[str]
-             ) -> tuple[list, concurrent.futures.Future]:
-    requests = judge_requests(step, batch, texts,
+  def _judge(self, step: int, batch: list, rolls: rollout.Rollouts
+             ) -> tuple[list, concurrent.futures.Future,
+                        concurrent.futures.Future | None]:
+    """Sends the rollouts to the judge, and to the teacher when distilling;
+    (requests, the judge's future, the teacher's or None)."""
+    requests = judge_requests(step, batch, rolls.texts,
                               self.cfg.rollout.num_generations,
                               self.cfg.judge.aggregation)
-    return requests, self.pool.submit(_score_timed, self.client, requests)
+    judged = self.pool.submit(_score_timed, self.client, requests)
+    if not self.cfg.distill.coef:
+      return requests, judged, None
+    return requests, judged, self.pool.submit(
+        self.client.token_logprobs, teacher_lib.requests(
+            [r.rollout_id for r in requests], rolls, self.tokenizer.pad_id()))
 
   def train_on(self, item: _InFlight, journal, t_start: float) -> dict:
     """Waits for the batch's judgements, updates the policy, logs the step."""
@@ -220,7 +239,11 @@ class _Trainer:
     stale = staleness > cfg.train.staleness
     reward[stale] = np.nan
     advantages, valid = group_advantages(reward, G)
-    update = self.updater.step(gen.rollouts, advantages, valid,
+    trained_on, teacher_row = advantages, {}
+    if item.taught is not None:
+      trained_on, valid, teacher_row = self._distilled(
+          item, advantages, valid, stale, components)
+    update = self.updater.step(gen.rollouts, trained_on, valid,
                                _on_device(gen.ref_logps),
                                _on_device(gen.old_logps))
     self.version += 1
@@ -238,7 +261,9 @@ class _Trainer:
         gen.step, G, results, scored, components, reward, valid, lengths,
         staleness, stale, self.client.retries, update,
         {"time_generate": gen.time_generate, "time_judge_wait": t1 - t0,
-         "time_train": t2 - t1, "time_step": time.monotonic() - t_start})
+         "time_train": t2 - t1 - teacher_row.get("time_teacher_wait", 0.0),
+         "time_step": time.monotonic() - t_start})
+    row.update(teacher_row)
     if self.schedule.levels > 1:
       success = curriculum.success_rate(components[cfg.curriculum.component])
       self.curriculum = curriculum.advance(self.curriculum, gen.level,
@@ -246,18 +271,53 @@ class _Trainer:
       row.update(curriculum_level=gen.level, curriculum_success=success)
     return row
 
+  def _distilled(self, item: _InFlight, advantages: np.ndarray,
+                 valid: np.ndarray, stale: np.ndarray,
+                 components: dict[str, np.ndarray]
+                 ) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Waits for the teacher. Returns the per-token advantages [N, T]:
+    the reward advantages [N] (none without distill.rewards) plus coef
+    times the teacher's; the rollouts to train on, of those the teacher
+    answered; and the step's teacher metrics. Each rollout's teacher_kl
+    goes in `components` (nan where the teacher did not answer)."""
+    cfg, gen = self.cfg.distill, item.generated
+    t0 = time.monotonic()
+    by_id = item.taught.result()
+    waited = time.monotonic() - t0
+    student = np.asarray(gen.old_logps)
+    teacher, answered, reasons = teacher_lib.logps(
+        [r.rollout_id for r in item.requests], by_id, student.shape)
+    mask = gen.rollouts.completion_tokens != self.tokenizer.pad_id()
+    components["teacher_kl"] = np.where(
+        answered, teacher_lib.kl(student, teacher, mask), np.nan)
+    if reasons:
+      self.teacher_reason = reasons[-1]
+    if not cfg.rewards:
+      advantages, valid = np.zeros_like(advantages), ~stale
+    token = teacher_advantages(student, teacher, mask & answered[:, None])
+    return (advantages[:, None] + cfg.coef * token, valid & answered,
+            {"teacher_unscorable": len(reasons),
+             "teacher_unscorable_rate": len(reasons) / len(answered),
+             "time_teacher_wait": waited})
+
   def check_unscorable(self, row) -> None:
     """Stops the run when the judge keeps failing; the step is logged first."""
     judge = self.cfg.judge
-    over = row["unscorable_rate"] > judge.max_unscorable_rate
+    # The teacher is the judge's model: its failures count the same way.
+    taught = row.get("teacher_unscorable_rate", 0.0) > row["unscorable_rate"]
+    rate = row["teacher_unscorable_rate" if taught else "unscorable_rate"]
+    over = rate > judge.max_unscorable_rate
     self.unscorable_streak = self.unscorable_streak + 1 if over else 0
     if self.unscorable_streak >= judge.unscorable_patience:
+      what, why = (("give token log-probs of", f"last reason: "
+                    f"{self.teacher_reason}") if taught else
+                   ("score", "last reason in "
+                    f"{self.run_dir / run_dir_lib.JOURNAL}"))
       raise TrainError(
-          f"the judge could not score {row['unscorable_rate']:.0%} of step "
-          f"{row['step']}'s rollouts, above judge.max_unscorable_rate="
+          f"the judge could not {what} {rate:.0%} of step {row['step']}'s "
+          f"rollouts, above judge.max_unscorable_rate="
           f"{judge.max_unscorable_rate} for {self.unscorable_streak} steps in a "
-          f"row; last reason in {self.run_dir / run_dir_lib.JOURNAL}. Check "
-          f"the judge at {self.client.target}")
+          f"row; {why}. Check the judge at {self.client.target}")
 
   def checkpoint(self, step: int, journal_bytes: int,
                  pending: list[_InFlight]) -> None:
@@ -292,7 +352,7 @@ class _Trainer:
     for generated in inflight.load(inflight.path(self.run_dir, manifest.step)):
       batch = self._batch(generated.step, generated.level)
       resent.append(_InFlight(generated, batch, *self._judge(
-          generated.step, batch, generated.rollouts.texts)))
+          generated.step, batch, generated.rollouts)))
     return resent
 
 
@@ -358,8 +418,10 @@ def _run_connected(cfg: RunConfig,
     judge_validate.check(client, examples, cfg.judge.validation,
                          cfg.judge.aggregation, cfg.train.seed, run_dir, _say,
                          TrainError, reuse=resume_dir is not None)
-    # One judge call in flight per batch the pipeline holds.
-    pool = concurrent.futures.ThreadPoolExecutor(cfg.train.staleness + 1)
+    # One judge call (and teacher call) in flight per batch the pipeline
+    # holds.
+    pool = concurrent.futures.ThreadPoolExecutor(
+        (cfg.train.staleness + 1) * (2 if cfg.distill.coef else 1))
     t0 = time.monotonic()
     trainer = _Trainer(cfg, run_dir, levels, policy_mesh, client, pool)
     # Until the first progress line, the user would otherwise see nothing
