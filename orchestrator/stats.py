@@ -1,4 +1,6 @@
-"""Interval math for held-out accuracies: pure functions, no I/O."""
+"""Interval math for held-out measures: pure functions, no I/O."""
+
+import numpy as np
 
 from judge_server import validation
 
@@ -12,3 +14,13 @@ def wilson(successes: int, n: int) -> tuple[float, float]:
   if not 0 <= successes <= n:
     raise ValueError(f"successes: must be in [0, {n}], got {successes}")
   return validation.wilson(successes, n)
+
+
+def mean_interval(values) -> tuple[float, float, float]:
+  """(mean, low, high): the 95 % normal interval of the mean of `values`,
+  mean +- 1.96 standard errors (no width from a single value)."""
+  x = np.asarray(values, np.float64)
+  if not x.size:
+    raise ValueError("values: must not be empty")
+  half = 1.96 * x.std(ddof=1) / np.sqrt(x.size) if x.size > 1 else 0.0
+  return float(x.mean()), float(x.mean() - half), float(x.mean() + half)

@@ -113,6 +113,19 @@ class GRPOUpdater:
             "entropy": float(aux["entropy"]), "grad_norm": float(grad_norm)}
 
 
+def completion_logps(model: nnx.Module, rollouts: Rollouts,
+                     mesh: jax.sharding.Mesh, pad_id: int, eos_id: int,
+                     temperature: float = 1.0) -> np.ndarray:
+  """[N, T] log-probs of the rollouts' completions under `model` as it is
+  (its own LoRA); those past a completion's end are of its padding, for
+  the caller to mask."""
+  with jax.set_mesh(mesh):
+    return np.asarray(_per_token_logps(
+        model, None, jnp.asarray(rollouts.prompt_tokens),
+        jnp.asarray(rollouts.completion_tokens), pad_id, eos_id,
+        temperature))
+
+
 @nnx.jit(static_argnames=("pad_id", "eos_id", "temperature"))
 def _per_token_logps(model, lora, prompt_tokens, completion_tokens, pad_id,
                      eos_id, temperature):

@@ -30,7 +30,9 @@ from judge_server import server as judge_server_lib
 from grar_config import strict
 from judge_server import validation
 from orchestrator.data import dataset as dataset_lib
+from orchestrator.judge import client as judge_client
 from orchestrator.judge import target as judge_target
+from orchestrator.judge import teacher as teacher_lib
 from orchestrator.judge import validate as judge_validate
 from orchestrator.judge.requests import judge_requests
 from orchestrator import mesh as mesh_lib
@@ -40,7 +42,7 @@ from orchestrator import stats
 from orchestrator.data import templates
 from orchestrator.config import (DataConfig, JudgeRunConfig, MeshConfig,
                                  PromptConfig)
-from policy_worker import models, rollout
+from policy_worker import grpo, models, rollout
 from grar_config.model import ModelSpec
 from protos import judge_pb2
 
@@ -75,12 +77,19 @@ class EvalConfig:
   # Questions generated together, every call the same shape (a short last
   # batch is padded), so the sampler compiles once per candidate.
   batch_size: int = 8
+  # Completions sampled per question (temperature 1) to measure each
+  # candidate's KL to the judge's model as a teacher (TokenLogprobs): the
+  # teacher_kl of a row is the mean over its samples of the mean over their
+  # tokens of log p_candidate - log p_teacher. 0: not measured.
+  teacher_samples: int = 0
   output_dir: str = "runs/eval"  # gets config.yaml, rows.jsonl, summary.json
 
   def __post_init__(self):
     for name in ("max_prompt_tokens", "max_new_tokens", "batch_size"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name}: must be >= 1")
+    if self.teacher_samples < 0:
+      raise ValueError("teacher_samples: must be >= 0")
     if not self.candidates:
       raise ValueError("candidates: give at least one")
     names = [c.name for c in self.candidates]
@@ -136,12 +145,15 @@ def evaluate(cfg: EvalConfig) -> Report:
     # The numbers a run's start-up check gives, for this judge on this set.
     judge_validate.check(client, examples, cfg.judge.validation,
                          cfg.judge.aggregation, 0, out, _say, EvalError)
+    teacher = None
+    if cfg.teacher_samples:
+      teacher = _Teacher(client, cfg.teacher_samples)
     generators = {}
     for candidate in cfg.candidates:
       print(f"grar: evaluating {candidate.name} on {len(examples)} held-out "
             "questions", file=sys.stderr, flush=True)
       rows = _answers(cfg, trained.get(candidate.name), examples, policy_mesh,
-                      client, candidate.name, generators)
+                      client, candidate.name, generators, teacher)
       for row in rows:
         rows_file.write(json.dumps(row) + "\n")
       summaries[candidate.name] = summarise(rows)
@@ -150,9 +162,44 @@ def evaluate(cfg: EvalConfig) -> Report:
   return Report(out, summaries, plot_accuracy(summaries, out))
 
 
+@dataclasses.dataclass
+class _Teacher:
+  """The judge as a teacher: `samples` completions per question go to its
+  TokenLogprobs. `checked`: the candidates' tokenizer was checked."""
+  client: object
+  samples: int
+  checked: bool = False
+
+  def kl(self, generator, model, tokenizer, mesh, prompts: list[str],
+         rollout_id: str, seed: int) -> list[float | None]:
+    """Per prompt, the mean teacher_kl of its samples (None when the
+    teacher answered none of them)."""
+    if not self.checked:
+      try:
+        self.client.check_tokenizer(tokenizer)
+      except judge_client.TeacherMismatch as e:
+        raise EvalError(f"teacher_samples: {e}") from None
+      self.checked = True
+    rolls = generator.generate(prompts, self.samples, temperature=1.0,
+                               top_p=1.0, seed=seed)
+    pad = tokenizer.pad_id()
+    student = grpo.completion_logps(model, rolls, mesh, pad,
+                                    tokenizer.eos_id())
+    ids = [f"{rollout_id}-{i}" for i in range(len(rolls.texts))]
+    teacher, answered, _ = teacher_lib.logps(
+        ids, self.client.token_logprobs(
+            teacher_lib.requests(ids, rolls, pad)), student.shape)
+    kl = np.where(answered, teacher_lib.kl(
+        student, teacher, rolls.completion_tokens != pad), np.nan)
+    per_prompt = kl.reshape(len(prompts), self.samples)
+    return [float(np.nanmean(k)) if np.isfinite(k).any() else None
+            for k in per_prompt]
+
+
 def _answers(cfg: EvalConfig, trained, examples, mesh, client, name: str,
-             generators: dict) -> list[dict]:
-  """One row per example: the candidate's greedy answer and its measures.
+             generators: dict, teacher: _Teacher | None) -> list[dict]:
+  """One row per example: the candidate's greedy answer and its measures
+  (and its teacher_kl, with a teacher).
   generators: one RolloutGenerator per model structure (None for the base,
   (rank, alpha) for LoRA), reused by candidates of that structure: a new one
   compiles the sampler again, about a minute on the 270M."""
@@ -186,12 +233,16 @@ def _answers(cfg: EvalConfig, trained, examples, mesh, client, name: str,
       batch = examples[start:start + size]
       t0 = time.monotonic()
       texts, lengths = _generate(generator, batch, size, scaffold)
+      kls = (teacher.kl(generator, model, tokenizer, mesh,
+                        _prompts(batch, size, scaffold), f"{name}-{start}",
+                        start)[:len(batch)]
+             if teacher else [None] * len(batch))
       t1 = time.monotonic()
       if pending is not None:
         rows += _rows(name, scaffold, *pending)
       requests = judge_requests(name, batch, texts, 1,
                                          cfg.judge.aggregation)
-      pending = (batch, texts, lengths, requests,
+      pending = (batch, texts, lengths, kls, requests,
                  pool.submit(client.score, requests))
       # Where the time goes: generating, or waiting for the judge.
       print(f"grar: eval {name}: {start + len(batch)}/{len(examples)} "
@@ -209,19 +260,24 @@ def _generate(generator, batch, size: int, scaffold: tuple[str, ...]
   shorter than size is padded with copies of its last prompt: another batch
   shape would compile the sampler again (minutes on the 270M), and a copy
   stops when its original does, so it adds no decode steps."""
-  prompts = [templates.render(ex.prompt, scaffold) for ex in batch]
-  prompts += prompts[-1:] * (size - len(prompts))
+  prompts = _prompts(batch, size, scaffold)
   # Without top_p, tunix's sampler takes the most likely token.
   rolls = generator.generate(prompts, 1, temperature=1.0, top_p=None, seed=0)
   return rolls.texts[:len(batch)], rolls.completion_lengths[:len(batch)]
 
 
-def _rows(name: str, scaffold: tuple[str, ...], batch, texts, lengths,
+def _prompts(batch, size: int, scaffold: tuple[str, ...]) -> list[str]:
+  """The batch's prompts, padded to `size` (_generate says why)."""
+  prompts = [templates.render(ex.prompt, scaffold) for ex in batch]
+  return prompts + prompts[-1:] * (size - len(prompts))
+
+
+def _rows(name: str, scaffold: tuple[str, ...], batch, texts, lengths, kls,
           requests, judged) -> list[dict]:
   """The rows of one generated batch, once its judge call (a future) ends."""
   by_id = judged.result()
   rows = []
-  for ex, text, n, request in zip(batch, texts, lengths, requests):
+  for ex, text, n, kl, request in zip(batch, texts, lengths, kls, requests):
     result = by_id[request.rollout_id]
     scored = result.status == judge_pb2.SCORED
     rows.append({
@@ -233,7 +289,7 @@ def _rows(name: str, scaffold: tuple[str, ...], batch, texts, lengths,
         "answer": rewards.answer_reward(text, ex),
         "judge_status": judge_pb2.Status.Name(result.status),
         "judge_reward": result.reward if scored else None,
-        "judge_reason": result.reason})
+        "judge_reason": result.reason, "teacher_kl": kl})
   return rows
 
 
@@ -244,11 +300,18 @@ def summarise(rows: list[dict]) -> dict:
   may give partial credit, which counts as wrong here); each with its 95 %
   Wilson interval as [low, high] in *_ci; judge_mean over the scored rows
   only (NaN when none was), with judge_scored and judge_unscorable counted;
-  answer_tokens_mean; and per_task: task name -> examples, both accuracies
-  with intervals and judge_mean of its rows, tasks in name order."""
+  answer_tokens_mean; teacher_kl and its 95 % interval in teacher_kl_ci
+  where rows have one; and per_task: task name -> examples, both
+  accuracies with intervals and judge_mean of its rows, tasks in name
+  order."""
   scored = sum(r["judge_reward"] is not None for r in rows)
+  kls = [r["teacher_kl"] for r in rows if r.get("teacher_kl") is not None]
+  teacher = {}
+  if kls:
+    mean, low, high = stats.mean_interval(kls)
+    teacher = {"teacher_kl": mean, "teacher_kl_ci": [low, high]}
   return {
-      **_measures(rows),
+      **_measures(rows), **teacher,
       "judge_scored": scored,
       "judge_unscorable": len(rows) - scored,
       "answer_tokens_mean": float(np.mean([r["completion_tokens"]
@@ -275,6 +338,7 @@ _TABLE = (("format accuracy", "format_accuracy", ".3f"),
           ("answer accuracy", "answer_accuracy", ".3f"),
           ("judge mean", "judge_mean", ".3f"),
           ("judge unscorable", "judge_unscorable", ".0f"),
+          ("teacher kl", "teacher_kl", ".4f"),
           ("answer tokens", "answer_tokens_mean", ".1f"),
           ("examples", "examples", ".0f"))
 
@@ -287,6 +351,8 @@ def table(summaries: dict[str, dict]) -> str:
   change = len(names) == 2
   lines = [["metric", *names] + (["change"] if change else [])]
   for label, key, spec in _TABLE:
+    if any(key not in summaries[n] for n in names):
+      continue  # teacher_kl, measured only with a teacher
     line = [label, *(_cell(summaries[n], key, spec) for n in names)]
     if change:
       first, second = (_number(summaries[n][key]) for n in names)
