@@ -51,6 +51,21 @@ def vllm(gemma3_270m_dir, tmp_path_factory) -> vllm_server.Server:
 # the shared server starts once. test_export.py serves a model of its own
 # and comes first (collection order: the others sort after its name),
 # before `vllm` holds the lock.
+@pytest.fixture(scope="module")
+def tunix_270m(gemma3_270m_dir):
+  """(model, tokenizer, mesh): the shipped 270M as tunix runs it, on one
+  device, for a module comparing it with vLLM."""
+  import jax  # after the XLA_FLAGS above
+  import numpy as np
+  from grar_config.model import ModelSpec
+  from policy_worker import models
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]).reshape(1, 1),
+                           ("fsdp", "tp"))
+  model, tokenizer = models.build_model(
+      ModelSpec(family="gemma3", path=str(gemma3_270m_dir)), mesh)
+  return model, tokenizer, mesh
+
+
 _VLLM_FILES = ("test_export.py", "test_parity_vllm.py", "test_vllm_judge.py",
                "test_sft_distill.py", "test_vllm_teacher.py")
 

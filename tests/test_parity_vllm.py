@@ -22,8 +22,6 @@ import pytest
 
 from judge_server import prompts
 from protos.rubric import Criterion
-from policy_worker import models
-from grar_config.model import ModelSpec
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -48,15 +46,6 @@ PROMPTS = {
     "judge-long": prompts.explicit_prompt(
         "What is 47 + 38?", _LONG_REASONING, "85", _CRITERION),
 }
-
-
-@pytest.fixture(scope="module")
-def tunix_model(gemma3_270m_dir):
-  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]).reshape(1, 1),
-                           ("fsdp", "tp"))
-  model, tokenizer = models.build_model(
-      ModelSpec(family="gemma3", path=str(gemma3_270m_dir)), mesh)
-  return model, tokenizer, mesh
 
 
 def _tunix_logprobs(model, mesh, ids: list[int]) -> np.ndarray:
@@ -91,8 +80,8 @@ def _renormalised(logprobs: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("name", PROMPTS)
-def test_tunix_and_vllm_agree_on_the_next_token(vllm, tunix_model, name):
-  model, tokenizer, mesh = tunix_model
+def test_tunix_and_vllm_agree_on_the_next_token(vllm, tunix_270m, name):
+  model, tokenizer, mesh = tunix_270m
   prompt = PROMPTS[name]
   ids = [tokenizer.bos_id()] + tokenizer.encode(prompt)
   vllm_ids, top_ids, vllm_lp = _vllm_top(vllm, prompt)

@@ -22,10 +22,8 @@ import pytest
 from flax import nnx
 from tunix.rl import common
 
-from grar_config.model import ModelSpec
 from judge_server import config as config_lib
 from judge_server.backends import base, openai_compat
-from policy_worker import models
 from policy_worker.tokenizer import HFTokenizer
 from protos import contract
 import processes
@@ -58,15 +56,6 @@ def _run(backend, call):
   return asyncio.run(run())
 
 
-@pytest.fixture(scope="module")
-def tunix_model(gemma3_270m_dir):
-  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]).reshape(1, 1),
-                           ("fsdp", "tp"))
-  model, tokenizer = models.build_model(
-      ModelSpec(family="gemma3", path=str(gemma3_270m_dir)), mesh)
-  return model, tokenizer, mesh
-
-
 def _tunix_logprobs(model, tokenizer, mesh, query) -> np.ndarray:
   """As the trainer computes them (grpo._per_token_logps), temperature 1."""
   graphdef, state = nnx.split(model)
@@ -92,8 +81,8 @@ def test_vllm_and_the_student_fingerprint_the_tokenizer_alike(
 
 @pytest.mark.vllm
 @pytest.mark.slow
-def test_vllm_log_probs_are_tunixs(vllm, tunix_model):
-  model, tokenizer, mesh = tunix_model
+def test_vllm_log_probs_are_tunixs(vllm, tunix_270m):
+  model, tokenizer, mesh = tunix_270m
   queries = [base.LogprobsQuery(
       tuple([tokenizer.bos_id(), *tokenizer.encode(prompt)]),
       tuple(tokenizer.encode(completion))) for prompt, completion in PAIRS]
