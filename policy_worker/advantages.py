@@ -40,3 +40,20 @@ def teacher_advantages(student_logps: np.ndarray, teacher_logps: np.ndarray,
   diff = np.asarray(teacher_logps, np.float32) - np.asarray(student_logps,
                                                            np.float32)
   return np.where(mask, diff, 0.0).astype(np.float32)
+
+
+def with_teacher(advantages: np.ndarray, valid: np.ndarray,
+                 token_advantages: np.ndarray, coef: float, rewards: bool,
+                 trainable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """The per-token advantages [N, T] of a distillation step and the
+  rollouts trained on [N].
+
+  advantages, valid: group_advantages' [N]; token_advantages: [N, T]
+  (teacher_advantages, 0 where the teacher did not answer); rewards: keep
+  the reward advantages (else the teacher's term alone, on every rollout in
+  `trainable` [N]: within the staleness bound and answered by the
+  teacher); valid is narrowed to `trainable` either way."""
+  if not rewards:
+    advantages, valid = np.zeros_like(advantages), np.ones_like(valid)
+  return (advantages[:, None] + coef * token_advantages,
+          valid & trainable)

@@ -49,7 +49,8 @@ from orchestrator.rundir import layout as run_dir_lib
 from orchestrator.rundir import metrics as metrics_lib
 from orchestrator.stages.rollout_source import LocalSampler, RolloutSource
 from policy_worker import checkpoint, grpo, models, rollout
-from policy_worker.advantages import group_advantages, teacher_advantages
+from policy_worker.advantages import (
+    group_advantages, teacher_advantages, with_teacher)
 from protos import judge_pb2
 
 
@@ -292,10 +293,9 @@ class _Trainer:
         answered, teacher_lib.kl(student, teacher, mask), np.nan)
     if reasons:
       self.teacher_reason = reasons[-1]
-    if not cfg.rewards:
-      advantages, valid = np.zeros_like(advantages), ~stale
     token = teacher_advantages(student, teacher, mask & answered[:, None])
-    return (advantages[:, None] + cfg.coef * token, valid & answered,
+    return (*with_teacher(advantages, valid, token, cfg.coef, cfg.rewards,
+                          ~stale & answered),
             {"teacher_unscorable": len(reasons),
              "teacher_unscorable_rate": len(reasons) / len(answered),
              "time_teacher_wait": waited})
