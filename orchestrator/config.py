@@ -327,10 +327,6 @@ class RunConfig:
           "ray.judge_replicas: must be >= 1 exactly when judge.placement is "
           f"'ray' (placement {self.judge.placement!r}, "
           f"{self.ray.judge_replicas} replicas)")
-    if self.distill.coef and self.judge.placement == "ray":
-      raise ValueError("distill.coef: the teacher is asked through one judge; "
-                       "judge.placement 'ray' (a pool of replicas) is not "
-                       "supported for distillation yet")
     if self.ray.rollout_workers > self.train.batch_size:
       raise ValueError(
           f"ray.rollout_workers: {self.ray.rollout_workers} workers for "

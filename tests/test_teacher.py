@@ -18,6 +18,7 @@ from judge_server import config as config_lib
 from judge_server import server
 from judge_server.backends import base, jax_local
 from orchestrator.judge import client as client_lib
+from orchestrator.judge import pool as pool_lib
 from policy_worker import models
 from policy_worker.tokenizer import ByteTokenizer
 from protos import contract, judge_pb2, judge_pb2_grpc
@@ -179,3 +180,22 @@ def test_logprobs_of_a_padded_call_match_one_alone():
   for q, got in zip(queries, together):
     [alone] = backend._logprobs_sync([q])
     np.testing.assert_allclose(got.values, alone.values, atol=1e-5)
+
+
+def test_a_pool_of_judges_spreads_the_teacher_over_its_replicas(judge):
+  """Ray's judge replicas are reached through JudgePool: the same answers
+  as one judge, whichever replica gives them, and every replica checked."""
+  cfg = config_lib.JudgeConfig(backend=config_lib.BackendConfig(
+      model=SPEC, max_batch=4, max_prompt_tokens=200))
+  with server.on_loopback(cfg, jax_local.build(cfg.backend, _mesh())
+                          ) as second, \
+      pool_lib.JudgePool([judge, second], timeout_s=120) as pool, \
+      client_lib.JudgeClient(judge, timeout_s=120) as one:
+    pool.check_tokenizer(TOK)
+    together, alone = pool.token_logprobs(REQUESTS), one.token_logprobs(
+        REQUESTS)
+  for request in REQUESTS:
+    got = together[request.rollout_id]
+    assert got.status == judge_pb2.SCORED, got.reason
+    np.testing.assert_allclose(got.logprobs,
+                               alone[request.rollout_id].logprobs, atol=1e-5)

@@ -36,7 +36,8 @@ class _Replica:
   alive: bool = True
 
 
-def _answered(result: judge_pb2.ScoreResult) -> bool:
+def _answered(result: judge_pb2.ScoreResult | judge_pb2.LogprobsResult
+              ) -> bool:
   return not (result.status == judge_pb2.UNSCORABLE
               and result.reason.startswith(UNAVAILABLE))
 
@@ -100,10 +101,10 @@ class JudgePool:
         shares.setdefault(replica, (replica.client, []))[1].append(request)
       return shares
 
-  def _send(self, replica: _Replica, client: JudgeClient, share: list
-            ) -> dict:
+  def _send(self, method: str, replica: _Replica, client: JudgeClient,
+            share: list) -> dict:
     try:
-      return client.score(share)
+      return getattr(client, method)(share)
     finally:
       with self._lock:
         replica.outstanding -= len(share)
@@ -159,9 +160,25 @@ class JudgePool:
   def score(self, requests: list[judge_pb2.ScoreRequest]
             ) -> dict[str, judge_pb2.ScoreResult]:
     """One result per request, by rollout_id, as JudgeClient.score."""
+    return self._spread("score", requests, judge_pb2.ScoreResult)
+
+  def token_logprobs(self, requests: list[judge_pb2.LogprobsRequest]
+                     ) -> dict[str, judge_pb2.LogprobsResult]:
+    """The teacher's log-probs, as JudgeClient.token_logprobs, spread over
+    the replicas as scores are."""
+    return self._spread("token_logprobs", requests, judge_pb2.LogprobsResult)
+
+  def check_tokenizer(self, tokenizer) -> None:
+    """JudgeClient.check_tokenizer of every live replica."""
+    with self._lock:
+      clients = [r.client for r in self._replicas if r.alive]
+    for client in clients:
+      client.check_tokenizer(tokenizer)
+
+  def _spread(self, method: str, requests: list, result_type) -> dict:
     ids = [r.rollout_id for r in requests]
     if len(set(ids)) != len(ids):
-      raise ValueError("rollout ids must be unique within one score() call")
+      raise ValueError("rollout ids must be unique within one call")
     resends = judge_channel.Resends(self._timeout_s)
     results: dict[str, judge_pb2.ScoreResult] = {}
     pending = list(requests)
@@ -180,7 +197,8 @@ class JudgePool:
       if not shares:  # the last replica lost meanwhile, or none back in time
         break
       with concurrent.futures.ThreadPoolExecutor(len(shares)) as threads:
-        answers = {replica: threads.submit(self._send, replica, *sent)
+        answers = {replica: threads.submit(self._send, method, replica,
+                                           *sent)
                    for replica, sent in shares.items()}
       pending = []
       for replica, future in answers.items():
@@ -197,7 +215,7 @@ class JudgePool:
           self._check(replica, client)
           pending += unanswered
     for request in pending:
-      results[request.rollout_id] = judge_pb2.ScoreResult(
+      results[request.rollout_id] = result_type(
           rollout_id=request.rollout_id, status=judge_pb2.UNSCORABLE,
           reason=why)
     return {i: results[i] for i in ids}
