@@ -15,7 +15,7 @@ DEMO_DATA := runs/demo-data
 DEMO_TASKS := --tasks chain_sum --train 1000 --heldout 200 --seed 0 \
   --option chain_sum.max_terms=3 --option chain_sum.max_digits=2
 
-.PHONY: demo demo-tiny test test-fast protos vllm clean
+.PHONY: demo demo-data demo-tiny test test-fast protos vllm clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -25,11 +25,15 @@ $(STAMP): pyproject.toml constraints.txt
 
 # SFT -> GRPO -> held-out eval of base, SFT and SFT+GRPO on the shipped
 # Gemma-3-270M (prepared once into $$GRAR_CACHE, default ~/.cache/grar).
-demo: $(STAMP)
+demo: demo-data
+	$(VENV)/bin/grar pipeline --config configs/demo-270m.yaml
+
+# The model and the generated tasks of the demo, alone (the benches that
+# run the demo's stages start here).
+demo-data: $(STAMP)
 	$(VENV)/bin/grar models prepare gemma3-270m
 	test -f $(DEMO_DATA)/manifest.json || \
 	  $(VENV)/bin/grar data make $(DEMO_TASKS) --out $(DEMO_DATA)
-	$(VENV)/bin/grar pipeline --config configs/demo-270m.yaml
 
 # The same loop on tiny random models, in about a minute: plumbing only.
 demo-tiny: $(STAMP)

@@ -57,7 +57,8 @@ def _stage(args) -> int:
 
 def _run_errors(cfg) -> tuple[type[Exception], ...]:
   """What a training run raises for a problem the user can fix: one line,
-  no traceback. Ray is imported only by runs that use it."""
+  no traceback. Ray and the vLLM engine are imported only by runs that use
+  them."""
   from orchestrator.judge import process as judge_process
   from orchestrator.judge import target as judge_target
   from orchestrator.rundir import layout as run_dir
@@ -67,6 +68,9 @@ def _run_errors(cfg) -> tuple[type[Exception], ...]:
   if cfg.ray.used:
     from orchestrator.scaleout import cluster as ray_cluster
     errors += (ray_cluster.RayClusterError,)
+  if cfg.rollout.engine == "vllm":
+    from orchestrator.rollouts import vllm_engine, vllm_process
+    errors += (vllm_engine.VllmEngineError, vllm_process.VllmProcessError)
   return errors
 
 

@@ -63,12 +63,48 @@ class PromptConfig:
 
 
 @strict.config
+class VllmEngineConfig:
+  """rollout.engine vllm (orchestrator/rollouts/): a vLLM server generates
+  the rollouts with the policy's adapters of each version loaded at run
+  time, and the trainer corrects the difference between vLLM's log-probs
+  and its own with truncated importance sampling (weights min(p_trainer /
+  p_vllm, tis_cap) per token; Yao et al. 2025).
+
+  base_url: a running server ("" starts one here, on the model's directory,
+  and stops it with the run): it must have been started with --enable-lora,
+  --logprobs-mode processed_logprobs and VLLM_ALLOW_RUNTIME_LORA_UPDATING=
+  True, and must read the run directory's adapters/ (same host or a shared
+  disk). python: the interpreter
+  that has vllm, for a server started here (`make vllm` builds
+  .venv-vllm). extra_args: more server flags, e.g. [--enforce-eager] (on
+  CPU: start-up in about a minute instead of three) or
+  [--gpu-memory-utilization, "0.4"]."""
+  base_url: str = ""
+  python: str = ".venv-vllm/bin/python"
+  dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+  extra_args: tuple[str, ...] = ()
+  kv_cache_gib: int = 1  # VLLM_CPU_KVCACHE_SPACE, read on CPU hosts
+  startup_timeout_s: float = 600.0
+  request_timeout_s: float = 600.0
+  tis_cap: float = 2.0
+
+  def __post_init__(self):
+    positive(self, "kv_cache_gib", "startup_timeout_s", "request_timeout_s")
+    if self.tis_cap < 1:
+      raise ValueError(f"tis_cap: must be >= 1 (the weight of a token both "
+                       f"engines agree on), got {self.tis_cap}")
+
+
+@strict.config
 class RolloutConfig:
   num_generations: int = 4
   max_prompt_tokens: int = 512
   max_new_tokens: int = 32
   temperature: float = 1.0
   top_p: float = 1.0
+  # Who samples: the policy's own tunix sampler, or a vLLM server (above).
+  engine: Literal["tunix", "vllm"] = "tunix"
+  vllm: VllmEngineConfig = VllmEngineConfig()
 
   def __post_init__(self):
     positive(self, "max_prompt_tokens", "max_new_tokens", "temperature")
@@ -327,6 +363,10 @@ class RunConfig:
           "ray.judge_replicas: must be >= 1 exactly when judge.placement is "
           f"'ray' (placement {self.judge.placement!r}, "
           f"{self.ray.judge_replicas} replicas)")
+    if self.rollout.engine == "vllm" and self.ray.rollout_workers:
+      raise ValueError(
+          "rollout.engine: vllm generates every rollout; set "
+          "ray.rollout_workers to 0 (or engine tunix for Ray workers)")
     if self.ray.rollout_workers > self.train.batch_size:
       raise ValueError(
           f"ray.rollout_workers: {self.ray.rollout_workers} workers for "

@@ -57,3 +57,32 @@ def with_teacher(advantages: np.ndarray, valid: np.ndarray,
     advantages, valid = np.zeros_like(advantages), np.ones_like(valid)
   return (advantages[:, None] + coef * token_advantages,
           valid & trainable)
+
+
+def truncated_importance_weights(trainer_logps: np.ndarray,
+                                 engine_logps: np.ndarray, mask: np.ndarray,
+                                 cap: float) -> tuple[np.ndarray, dict]:
+  """Truncated importance sampling (TIS; Yao et al. 2025, "Your efficient RL
+  framework secretly brings you off-policy RL training") for rollouts that
+  an inference engine (vLLM) sampled from its own copy of the policy.
+
+  The engine's kernels (and its top-p) give log-probs other than the
+  trainer's for the same weights, so its samples are slightly off-policy.
+  Each token's advantage is weighted by min(p_trainer / p_engine, cap):
+  the ratio corrects the sampling distribution, the cap bounds the variance
+  a token the engine found unlikely would add.
+
+  trainer_logps, engine_logps, mask: [N, T]. Returns (weights [N, T], 0
+  where mask is False; the step's metrics: mean |log p_trainer - log
+  p_engine| over the tokens, the mean weight, the fraction truncated).
+  """
+  diff = (np.asarray(trainer_logps, np.float64)
+          - np.asarray(engine_logps, np.float64))
+  ratio = np.exp(np.where(mask, diff, 0.0))
+  weights = np.where(mask, np.minimum(ratio, cap), 0.0)
+  count = max(int(mask.sum()), 1)
+  return weights.astype(np.float32), {
+      "engine_logp_mismatch": float(np.abs(np.where(mask, diff, 0.0)).sum()
+                                    / count),
+      "tis_weight_mean": float(weights.sum() / count),
+      "tis_truncated_frac": float((mask & (ratio > cap)).sum() / count)}

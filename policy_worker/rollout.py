@@ -16,11 +16,14 @@ class Rollouts:
   """N = prompts x G completions, grouped: rows g*G .. g*G+G-1 share a prompt.
 
   prompt_tokens: [N, P] left-padded; completion_tokens: [N, T] right-padded
-  with the pad id; texts: N decoded completions.
+  with the pad id; texts: N decoded completions; logps: [N, T] the log-probs
+  of the completion tokens under the engine that sampled them, where that
+  engine is not the trainer's own model (vLLM), else None.
   """
   prompt_tokens: np.ndarray
   completion_tokens: np.ndarray
   texts: list[str]
+  logps: np.ndarray | None = None
 
   @property
   def completion_lengths(self) -> np.ndarray:

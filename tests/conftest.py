@@ -67,7 +67,8 @@ def tunix_270m(gemma3_270m_dir):
 
 
 _VLLM_FILES = ("test_export.py", "test_parity_vllm.py", "test_vllm_judge.py",
-               "test_sft_distill.py", "test_vllm_teacher.py")
+               "test_sft_distill.py", "test_vllm_teacher.py",
+               "test_peft_adapter.py", "test_vllm_rollouts.py")
 
 
 class _FileScheduling(LoadScopeScheduling):

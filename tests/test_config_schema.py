@@ -67,8 +67,19 @@ def test_a_config_written_from_the_schema_loads(tmp_path, capsys):
      "base_url, max_calls_in_flight, max_concurrency, mode, model, "
      "timeout_s, top_logprobs)"),
     ("mesh.judge.tp=0", "mesh.judge.tp: must be >= 1"),
+    ("rollout.engine=sglang", "rollout.engine: 'sglang' is not one of "
+     "'tunix', 'vllm'"),
+    ("rollout.vllm.tis_cap=0.5", "rollout.vllm.tis_cap: must be >= 1 (the "
+     "weight of a token both engines agree on), got 0.5"),
 ])
 def test_a_bad_value_is_one_line_naming_the_key(override, message):
   with pytest.raises(strict.ConfigError) as e:
     strict.load(_config_class("train"), None, [override])
   assert str(e.value) == message
+
+
+def test_the_vllm_engine_is_refused_beside_ray_rollout_workers():
+  with pytest.raises(strict.ConfigError, match="rollout.engine: vllm "
+                     "generates every rollout; set ray.rollout_workers to 0"):
+    strict.load(_config_class("train"), None, [
+        "rollout.engine=vllm", "ray.rollout_workers=1"])

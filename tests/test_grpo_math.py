@@ -1,8 +1,10 @@
 """Group advantages: hand-computed cases, masking of unscorable rollouts."""
 
 import numpy as np
+import pytest
 
-from policy_worker.advantages import group_advantages
+from policy_worker.advantages import (
+    group_advantages, truncated_importance_weights)
 
 
 def test_advantages_are_standardised_within_each_group():
@@ -33,3 +35,21 @@ def test_group_with_fewer_than_two_scored_members_is_dropped():
   assert not valid[:4].any()
   np.testing.assert_array_equal(adv[:4], 0.0)
   assert valid[4:].all()
+
+
+def test_truncated_importance_weights_on_hand_computed_tokens():
+  # Row 0: the engine agrees (weight 1), the trainer finds the token twice
+  # as likely (ratio 2, under the cap of 3), then four times (truncated to
+  # 3); row 1: the engine is surer (ratio 1/2), then padding.
+  trainer = np.log([[0.5, 0.4, 0.8], [0.1, 0.3, 0.3]])
+  engine = np.log([[0.5, 0.2, 0.2], [0.2, 0.9, 0.9]])
+  mask = np.array([[True, True, True], [True, False, False]])
+  weights, row = truncated_importance_weights(trainer, engine, mask, cap=3.0)
+  np.testing.assert_allclose(weights, [[1.0, 2.0, 3.0], [0.5, 0.0, 0.0]],
+                             rtol=1e-6)
+  ln2, ln4 = np.log(2), np.log(4)
+  assert row["engine_logp_mismatch"] == pytest.approx(
+      (0 + ln2 + ln4 + ln2) / 4)
+  assert row["tis_weight_mean"] == pytest.approx((1 + 2 + 3 + 0.5) / 4)
+  assert row["tis_truncated_frac"] == pytest.approx(1 / 4)
+

@@ -4,11 +4,14 @@ torn tail, and batches that depend on the step alone."""
 import pathlib
 
 import msgpack
+import numpy as np
 import pytest
 
+from orchestrator.rundir import inflight
 from orchestrator.rundir import journal
 from orchestrator.rundir import layout as run_dir
 from orchestrator.data.batches import batch_for_step
+from policy_worker.rollout import Rollouts
 
 
 def _new_run(tmp_path) -> pathlib.Path:
@@ -71,3 +74,26 @@ def test_batches_depend_on_the_step_only_and_cover_each_epoch():
   # The next epoch is a new permutation (fixed seeds, so this is stable).
   assert [batch_for_step(n, b, 7, s) for s in range(4, 7)] != epoch
   assert batch_for_step(n, b, 8, 1) != epoch[0]
+
+
+def test_batches_in_flight_keep_the_engines_log_probs(tmp_path):
+  """A batch vLLM sampled is trained after a resume with vLLM's log-probs
+  (truncated importance sampling needs them); one the trainer sampled has
+  none."""
+  rd = _new_run(tmp_path)
+  (rd / run_dir.CHECKPOINTS).mkdir(exist_ok=True)
+  tokens = np.array([[5, 6, 0], [7, 0, 0]], np.int32)
+  engine = np.array([[-0.5, -1.25, 0], [-2.0, 0, 0]], np.float32)
+
+  def generated(step, logps):
+    return inflight.Generated(
+        step, Rollouts(np.ones((2, 4), np.int32), tokens, ["a", "b"], logps),
+        {"format": np.zeros(2)}, None, engine - 0.1, np.zeros(2, np.int64),
+        1.0, (0.0, 1.0))
+
+  file = inflight.path(rd, 1)
+  inflight.save(file, [generated(2, engine), generated(3, None)])
+  vllm_batch, own_batch = inflight.load(file)
+  np.testing.assert_array_equal(vllm_batch.rollouts.logps, engine)
+  np.testing.assert_array_equal(vllm_batch.old_logps, engine - 0.1)
+  assert own_batch.rollouts.logps is None

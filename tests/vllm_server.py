@@ -10,23 +10,18 @@ behind it.
 import contextlib
 import dataclasses
 import fcntl
-import os
 import pathlib
-import signal
-import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from typing import Iterator
 
+from orchestrator.rollouts import vllm_process
 from processes import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 SERVED_NAME = "gemma3-270m"
 STARTUP_TIMEOUT_S = 600
-STOP_TIMEOUT_S = 30
 ARGS = (
     # Judge prompts and the parity prompts fit; the KV cache stays small.
     "--max-model-len", "2048",
@@ -36,14 +31,18 @@ ARGS = (
     # judge asks for one token per prompt, where a compiled decode loop
     # gains little.
     "--enforce-eager",
+    # Rollouts on vLLM (rollout.engine: vllm) load the policy's adapters at
+    # run time; the tests of that path share this server.
+    "--enable-lora", "--max-lora-rank", "16", "--max-loras", "2",
+    "--logprobs-mode", "processed_logprobs",
 )
-# Linux's PR_SET_PDEATHSIG (1): the server gets SIGTERM when the process that
-# started it dies, even by SIGKILL, so a killed test run leaves no vLLM
-# behind. It survives the exec into the server.
-_DIE_WITH_PARENT = (
-    "import ctypes, os, signal, sys; "
-    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM); "
-    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
+ENV = {
+    # GiB of KV cache; vLLM's CPU default takes far more than the
+    # 2048-token requests here need.
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    # /v1/load_lora_adapter and /v1/unload_lora_adapter.
+    "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,29 +51,6 @@ class Server:
   model: str  # the served model name
   startup_s: float
   log: pathlib.Path
-
-
-def _healthy(url: str) -> bool:
-  try:
-    with urllib.request.urlopen(url, timeout=2) as response:
-      return response.status == 200
-  except (urllib.error.URLError, OSError):
-    return False
-
-
-def _stop(proc: subprocess.Popen) -> None:
-  """SIGTERM to the server's process group (the API server, its engine core
-  and worker), SIGKILL if it lingers."""
-  for sig, wait_s in ((signal.SIGTERM, STOP_TIMEOUT_S), (signal.SIGKILL, 10)):
-    try:
-      os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-      return
-    try:
-      proc.wait(wait_s)
-      return
-    except subprocess.TimeoutExpired:
-      continue
 
 
 @contextlib.contextmanager
@@ -97,8 +73,6 @@ def serving(model_dir: pathlib.Path, log: pathlib.Path) -> Iterator[Server]:
   """Serves `model_dir` as SERVED_NAME until the block ends; the server's
   output goes to `log`. One server at a time on this machine: each holds
   about 6 GB, and the test workers each may want one."""
-  if not PYTHON.exists():
-    raise FileNotFoundError(f"{PYTHON} is missing: run `make vllm`")
   if _serving_here:
     # The machine-wide lock would wait on this very process forever.
     raise RuntimeError(
@@ -116,33 +90,11 @@ def serving(model_dir: pathlib.Path, log: pathlib.Path) -> Iterator[Server]:
 
 @contextlib.contextmanager
 def _serving(model_dir: pathlib.Path, log: pathlib.Path) -> Iterator[Server]:
-  port = free_port()
-  env = dict(os.environ,
-             # GiB of KV cache; vLLM's CPU default takes far more than the
-             # 2048-token requests here need.
-             VLLM_CPU_KVCACHE_SPACE="1")
   started = time.monotonic()
-  with log.open("w") as out:
-    proc = subprocess.Popen(
-        [str(PYTHON), "-c", _DIE_WITH_PARENT,
-         "-m", "vllm.entrypoints.openai.api_server",
-         "--model", str(model_dir), "--served-model-name", SERVED_NAME,
-         "--host", "127.0.0.1", "--port", str(port), *ARGS],
-        stdout=out, stderr=subprocess.STDOUT, env=env,
-        start_new_session=True)  # its own group, so _stop reaches every child
-  try:
-    while not _healthy(f"http://127.0.0.1:{port}/health"):
-      if proc.poll() is not None:
-        raise RuntimeError(f"vLLM exited with {proc.returncode} while "
-                           f"starting:\n{log.read_text()[-3000:]}")
-      if time.monotonic() - started > STARTUP_TIMEOUT_S:
-        raise TimeoutError(f"vLLM not healthy after {STARTUP_TIMEOUT_S}s:\n"
-                           f"{log.read_text()[-3000:]}")
-      time.sleep(1)
-    yield Server(f"http://127.0.0.1:{port}/v1", SERVED_NAME,
-                 time.monotonic() - started, log)
-  finally:
-    _stop(proc)
+  with vllm_process.launched(
+      PYTHON, model_dir, SERVED_NAME, list(ARGS), log, free_port(), ENV,
+      STARTUP_TIMEOUT_S) as base_url:
+    yield Server(base_url, SERVED_NAME, time.monotonic() - started, log)
 
 
 def add_endpoint_args(parser) -> None:

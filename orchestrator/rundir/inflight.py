@@ -53,8 +53,8 @@ def save(file: pathlib.Path, batches: list[Generated]) -> None:
         f"{i}/times": np.array([b.time_generate, *b.generated_at]),
         **{f"{i}/component/{k}": v for k, v in b.components.items()},
         **{f"{i}/{k}": np.asarray(v) for k, v in (
-            ("ref_logps", b.ref_logps), ("old_logps", b.old_logps))
-           if v is not None}}
+            ("ref_logps", b.ref_logps), ("old_logps", b.old_logps),
+            ("engine_logps", b.rollouts.logps)) if v is not None}}
   tmp = file.with_suffix(".tmp")
   with open(tmp, "wb") as f:
     np.savez(f, **arrays)
@@ -84,7 +84,8 @@ def load(file: pathlib.Path) -> list[Generated]:
           step=step,
           rollouts=Rollouts(z[prefix + "prompt_tokens"],
                             z[prefix + "completion_tokens"],
-                            z[prefix + "texts"].tolist()),
+                            z[prefix + "texts"].tolist(),
+                            optional("engine_logps")),
           components={k.removeprefix(prefix + "component/"): z[k]
                       for k in z.files if k.startswith(prefix + "component/")},
           ref_logps=optional("ref_logps"), old_logps=optional("old_logps"),

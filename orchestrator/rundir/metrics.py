@@ -57,10 +57,12 @@ class MetricsWriter:
              if "curriculum_level" in row else "")
     teacher = (f"teacher_kl {row['teacher_kl_mean']:.4f}  "
                if "teacher_kl_mean" in row else "")
+    engine = (f"engine |dlogp| {row['engine_logp_mismatch']:.4f}  "
+              if "engine_logp_mismatch" in row else "")
     print(f"[{bar}] step {step}/{self._total}{level}  reward "
           f"{row['reward_mean']:.3f}  judge {row['judge_mean']:.3f}  loss "
           f"{row['loss']:.4f}  "
-          f"kl {row['kl']:.4f}  {teacher}{row['time_step']:.1f}s/step  "
+          f"kl {row['kl']:.4f}  {teacher}{engine}{row['time_step']:.1f}s/step  "
           f"eta {eta:.0f}s",
           file=self._out, flush=True)
 

@@ -50,7 +50,8 @@ from orchestrator.rundir import metrics as metrics_lib
 from orchestrator.stages.rollout_source import LocalSampler, RolloutSource
 from policy_worker import checkpoint, grpo, models, rollout
 from policy_worker.advantages import (
-    group_advantages, teacher_advantages, with_teacher)
+    group_advantages, teacher_advantages, truncated_importance_weights,
+    with_teacher)
 from protos import judge_pb2
 
 
@@ -100,9 +101,13 @@ def _policy(cfg: RunConfig, mesh, init_from: str):
                      "checkpoint's") from None
 
 
-def _rollout_source(cfg: RunConfig, policy, tokenizer, mesh) -> RolloutSource:
-  """Ray rollout workers when the run asks for them, else the policy's own
-  sampler; the trainer then only trains."""
+def _rollout_source(cfg: RunConfig, policy, tokenizer, mesh,
+                    run_dir: pathlib.Path) -> RolloutSource:
+  """A vLLM server or Ray rollout workers when the run asks for them (the
+  trainer then only trains), else the policy's own sampler."""
+  if cfg.rollout.engine == "vllm":
+    from orchestrator.rollouts import vllm_engine
+    return vllm_engine.opened(cfg, tokenizer, run_dir, _say)
   if cfg.ray.rollout_workers:
     from orchestrator.scaleout import rollout_workers
     return rollout_workers.RolloutPool(cfg, cfg.ray.rollout_workers,
@@ -149,7 +154,7 @@ class _Trainer:
           f"small: example {first} needs {too_long[first]} tokens "
           f"({len(too_long)} examples too long)")
     self.source = _rollout_source(cfg, self.policy, self.tokenizer,
-                                  policy_mesh)
+                                  policy_mesh, run_dir)
     # The KL reference is the policy at step 0 (the base, or the base with
     # the warm start's adapters), before a resumed run loads its checkpoint:
     # the updater keeps those adapters and shares the base weights.
@@ -200,9 +205,11 @@ class _Trainer:
         [self.relevance.score(text, ex)
          for text, ex in zip(rolls.texts, owners)])
     ref_logps = self.updater.reference_logps(rolls) if cfg.grpo.beta else None
-    # Distillation compares the teacher with the student that sampled.
+    # Distillation compares the teacher with the student that sampled;
+    # another engine's samples are weighed against the trainer's log-probs.
     old_logps = (self.updater.policy_logps(rolls)
-                 if cfg.train.staleness or cfg.distill.coef else None)
+                 if cfg.train.staleness or cfg.distill.coef
+                 or rolls.logps is not None else None)
     return _InFlight(inflight.Generated(
         step, rolls, components, ref_logps, old_logps, versions,
         time_generate, generated_at, level), batch, *sent)
@@ -244,6 +251,14 @@ class _Trainer:
     if item.taught is not None:
       trained_on, valid, teacher_row = self._distilled(
           item, advantages, valid, stale, components)
+    engine_row = {}
+    if gen.rollouts.logps is not None:
+      weights, engine_row = truncated_importance_weights(
+          np.asarray(gen.old_logps), gen.rollouts.logps,
+          gen.rollouts.completion_tokens != self.tokenizer.pad_id(),
+          cfg.rollout.vllm.tis_cap)
+      trained_on = weights * (trained_on if trained_on.ndim == 2
+                              else trained_on[:, None])
     update = self.updater.step(gen.rollouts, trained_on, valid,
                                _on_device(gen.ref_logps),
                                _on_device(gen.old_logps))
@@ -265,6 +280,7 @@ class _Trainer:
          "time_train": t2 - t1 - teacher_row.get("time_teacher_wait", 0.0),
          "time_step": time.monotonic() - t_start})
     row.update(teacher_row)
+    row.update(engine_row)
     if self.schedule.levels > 1:
       success = curriculum.success_rate(components[cfg.curriculum.component])
       self.curriculum = curriculum.advance(self.curriculum, gen.level,

@@ -1,0 +1,1 @@
+"""Rollout engines other than the policy's own sampler: vLLM."""

