@@ -11,6 +11,7 @@ the tiny random family has neither, so its config.json is written from the
 tunix config and its byte tokenizer as an equivalent tokenizer.json.
 """
 
+import math
 import pathlib
 import shutil
 
@@ -115,34 +116,51 @@ def _delta(module: nnx.Module, a: np.ndarray, b: np.ndarray) -> np.ndarray:
   return np.einsum(f"{a_axes},{b_axes}->{w}", a, b)
 
 
+# A layer's projections: tunix's weight, the HF modules it holds (a stacked
+# weight holds one per index of its first axis), and which axes of one
+# module's weight meet the input. LoRA adapts each of these weights.
+PROJECTIONS = (
+    (("attn", "q_einsum", "w"), ("self_attn.q_proj",), (1,)),  # [N, D, H]
+    # [2, K, D, H]
+    (("attn", "kv_einsum", "w"), ("self_attn.k_proj", "self_attn.v_proj"),
+     (1,)),
+    # [3, N, D, H]: tunix's layout when there are as many kv heads as heads.
+    (("attn", "qkv_einsum", "w"),
+     ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), (1,)),
+    (("attn", "attn_vec_einsum", "w"), ("self_attn.o_proj",), (0, 1)),
+    (("mlp", "gate_proj", "kernel"), ("mlp.gate_proj",), (0,)),  # [D, F]
+    (("mlp", "up_proj", "kernel"), ("mlp.up_proj",), (0,)),  # [D, F]
+    (("mlp", "down_proj", "kernel"), ("mlp.down_proj",), (0,)),  # [F, D]
+)
+
+
+def hf_matrix(w: np.ndarray, in_axes: tuple[int, ...]) -> np.ndarray:
+  """A projection's weight as transformers lays it out, [out, in]: the axes
+  that meet the output, then those that meet the input (`in_axes`), each
+  group flattened in w's order (so heads are flattened head-major)."""
+  out_axes = tuple(a for a in range(w.ndim) if a not in in_axes)
+  w = w.transpose(*out_axes, *in_axes)
+  return w.reshape(math.prod(w.shape[:len(out_axes)]), -1)
+
+
 def hf_tensors(weights: dict[tuple[str, ...], np.ndarray],
                config: gemma3.ModelConfig) -> dict[str, np.ndarray]:
   """transformers' Gemma3ForCausalLM names and layouts of tunix's weights:
   projections are [out, in], heads flattened head-major."""
-  n, k, h, d = (config.num_heads, config.num_kv_heads, config.head_dim,
-                config.embed_dim)
-
-  def heads_in(w, heads):  # [heads, D, H] -> [heads * H, D]
-    return w.transpose(0, 2, 1).reshape(heads * h, d)
-
   out = {"model.embed_tokens.weight": weights[("embedder", "input_embedding")],
          "model.norm.weight": weights[("final_norm", "scale")]}
   for i in range(config.num_layers):
     get = lambda *name, i=i: weights[("layers", str(i), *name)]
     hf = f"model.layers.{i}."
-    if ("layers", str(i), "attn", "qkv_einsum", "w") in weights:
-      q, key, value = get("attn", "qkv_einsum", "w")
-      kv_heads = n
-    else:
-      q = get("attn", "q_einsum", "w")
-      key, value = get("attn", "kv_einsum", "w")
-      kv_heads = k
+    for weight, names, in_axes in PROJECTIONS:
+      w = weights.get(("layers", str(i), *weight))
+      if w is not None:  # kv_einsum or qkv_einsum, not both
+        for name, part in zip(names, w if len(names) > 1 else [w],
+                              strict=True):
+          out[f"{hf}{name}.weight"] = hf_matrix(part, in_axes)
+    if f"{hf}self_attn.q_proj.weight" not in out:
+      raise ValueError(f"model: layer {i} has no query projection")
     out.update({
-        hf + "self_attn.q_proj.weight": heads_in(q, n),
-        hf + "self_attn.k_proj.weight": heads_in(key, kv_heads),
-        hf + "self_attn.v_proj.weight": heads_in(value, kv_heads),
-        hf + "self_attn.o_proj.weight":
-            get("attn", "attn_vec_einsum", "w").reshape(n * h, d).T,
         hf + "self_attn.q_norm.weight": get("attn", "_query_norm", "scale"),
         hf + "self_attn.k_norm.weight": get("attn", "_key_norm", "scale"),
         hf + "input_layernorm.weight": get("pre_attention_norm", "scale"),
@@ -152,8 +170,6 @@ def hf_tensors(weights: dict[tuple[str, ...], np.ndarray],
         hf + "post_feedforward_layernorm.weight": get("post_ffw_norm",
                                                       "scale"),
     })
-    for proj in ("gate_proj", "up_proj", "down_proj"):
-      out[f"{hf}mlp.{proj}.weight"] = get("mlp", proj, "kernel").T
   return {name: np.ascontiguousarray(value) for name, value in out.items()}
 
 
