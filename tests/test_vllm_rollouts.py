@@ -7,8 +7,10 @@ log-probs vLLM reports are the trainer's own for the adapters of the version
 published last, at the sampling temperature: what truncated importance
 sampling compares. Measured (CPU, 2 cores, float32, rank 8, adapters drawn
 at std 0.05, temperature 0.7): mean |log p_trainer - log p_vllm| over the
-completion tokens 4e-6 to 8e-6, at most 4e-5 on one token; the second
-version's adapters move the same tokens' log-probs by 0.5 to 2 on average.
+completion tokens 6.8e-5 and 7.0e-5 for the two versions, at most 5.6e-4
+on one token (adapters this large move log-probs by tens, which float32
+rounding follows; with none it is 2e-5); the second version's adapters
+move the first version's tokens' log-probs by 27.6 on average.
 """
 
 import json
@@ -32,8 +34,8 @@ PROMPTS = ["What is 47 + 38? Think step by step.",
 G = 3
 MAX_PROMPT, MAX_NEW = 32, 24
 TEMPERATURE = 0.7
-# Mean over tokens; float32 noise is a thousand times below it, a missing
-# temperature or the previous version's adapters far above.
+# Mean over tokens: 15 times the measured float32 noise, and far under what
+# a missing temperature or the previous version's adapters give.
 MAX_MEAN_MISMATCH = 1e-3
 ALPHA = 16.0
 
