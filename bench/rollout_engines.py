@@ -32,12 +32,13 @@ import tempfile
 import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
 
 import httpx  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
-from flax import nnx  # noqa: E402
 
 from grar_config.model import ModelSpec  # noqa: E402
 from judge_server import packs as packs_lib  # noqa: E402
@@ -45,8 +46,8 @@ from orchestrator.data import dataset, templates  # noqa: E402
 from orchestrator.rollouts import vllm_engine, vllm_process  # noqa: E402
 from orchestrator.rundir import metrics  # noqa: E402
 from policy_worker import models, prepare, rollout  # noqa: E402
+import random_lora  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 DATA = ROOT / "data/reasoning-sample.jsonl"
 DEMO = ROOT / "configs/demo-270m.yaml"
 RANK, ALPHA = 8, 16.0
@@ -56,12 +57,7 @@ def _policy(model_dir, mesh):
   policy, tok = models.build_policy(
       ModelSpec(family="gemma3", path=str(model_dir)), mesh, rank=RANK,
       alpha=ALPHA, seed=0)
-  rng = np.random.default_rng(0)
-  for _, var in nnx.iter_graph(policy):
-    if isinstance(var, nnx.LoRAParam):
-      var[...] = jax.device_put(
-          (0.02 * rng.standard_normal(var[...].shape)).astype(
-              var[...].dtype), var[...].sharding)
+  random_lora.randomise(policy, 0.02)
   return policy, tok
 
 

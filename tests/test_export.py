@@ -19,6 +19,7 @@ import pytest
 from policy_worker import checkpoint, export, models, prepare
 from grar_config.model import ModelSpec
 from policy_worker.tokenizer import ByteTokenizer, HFTokenizer
+import random_lora
 import test_parity_vllm as parity
 import vllm_server
 
@@ -36,12 +37,7 @@ def lora_checkpoint(spec, directory, *, rank, alpha, scale):
   mesh = _mesh()
   model, _ = models.build_model(spec, mesh)
   model = models.apply_lora(model, mesh, rank=rank, alpha=alpha, seed=0)
-  rng = np.random.default_rng(7)
-  for _, var in nnx.iter_graph(model):
-    if isinstance(var, nnx.LoRAParam):
-      var[...] = jax.device_put(
-          (scale * rng.standard_normal(var[...].shape)).astype(
-              var[...].dtype), var[...].sharding)
+  random_lora.randomise(model, scale, seed=7)
   checkpoint.save(directory, model,
                   nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.LoRAParam))
   return model

@@ -2,7 +2,6 @@
 logits at each row's last real token, for right-padded rows of different
 lengths (Gemma-2's case, with its logit cap, is in test_models_gemma2.py)."""
 
-from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +9,7 @@ import numpy as np
 from orchestrator import mesh as mesh_lib
 from policy_worker import last_logits, models
 from grar_config.model import ModelSpec
+import random_lora
 
 
 def assert_matches_full_forward(model, mesh, rows: list[list[int]],
@@ -69,7 +69,7 @@ def test_sampler_view_prefills_only_the_last_position_with_the_same_samples():
   model, tok = models.build_model(ModelSpec(family="gemma3-tiny", seed=3),
                                   mesh)
   model = models.apply_lora(model, mesh, rank=2, alpha=4.0, seed=0)
-  _randomise_lora(model, 0.5)  # qwix's fresh adapters change nothing
+  random_lora.randomise(model, 0.5)  # qwix's fresh adapters change nothing
   view = last_logits.SamplerView(model)
   shapes = []
   real_call = last_logits.SamplerView.__call__
@@ -104,7 +104,7 @@ def test_sampler_view_prefills_only_the_last_position_with_the_same_samples():
   other = models.apply_lora(
       models.build_model(ModelSpec(family="gemma3-tiny", seed=3), mesh)[0],
       mesh, rank=2, alpha=4.0, seed=0)
-  _randomise_lora(other, 0.5, seed=1)
+  random_lora.randomise(other, 0.5, seed=1)
   with jax.set_mesh(mesh):
     others = sampler_lib.Sampler(other, tok, cache)(prompts, **kwargs)
   assert list(others.text) != list(plain.text)  # the adapters matter
@@ -112,11 +112,3 @@ def test_sampler_view_prefills_only_the_last_position_with_the_same_samples():
   synced = generator.generate(prompts, 1, temperature=1.0, top_p=None, seed=0)
   assert synced.texts == list(others.text)
 
-
-def _randomise_lora(model, scale: float, seed: int = 0) -> None:
-  rng = np.random.default_rng(seed)
-  for _, var in nnx.iter_graph(model):
-    if isinstance(var, nnx.LoRAParam):
-      var[...] = jax.device_put(
-          (scale * rng.standard_normal(var[...].shape)).astype(
-              var[...].dtype), var[...].sharding)

@@ -16,15 +16,13 @@ move the first version's tokens' log-probs by 27.6 on average.
 import json
 import urllib.request
 
-import jax
-import numpy as np
 import pytest
-from flax import nnx
 
 from grar_config.model import ModelSpec
 from orchestrator.rollouts import vllm_engine
 from policy_worker import grpo, models
 from policy_worker.advantages import truncated_importance_weights
+import random_lora
 import test_export
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
@@ -39,14 +37,6 @@ TEMPERATURE = 0.7
 MAX_MEAN_MISMATCH = 1e-3
 ALPHA = 16.0
 
-
-def _randomize(model, seed: int, scale: float = 0.05) -> None:
-  rng = np.random.default_rng(seed)
-  for _, var in nnx.iter_graph(model):
-    if isinstance(var, nnx.LoRAParam):
-      var[...] = jax.device_put(
-          (scale * rng.standard_normal(var[...].shape)).astype(
-              var[...].dtype), var[...].sharding)
 
 
 def _models(server) -> set[str]:
@@ -68,7 +58,7 @@ def test_rollouts_follow_each_published_version(vllm, gemma3_270m_dir,
   policy, tok = models.build_policy(
       ModelSpec(family="gemma3", path=str(gemma3_270m_dir)),
       test_export._mesh(), rank=8, alpha=ALPHA, seed=0)
-  _randomize(policy, 1)
+  random_lora.randomise(policy, 0.05, seed=1)
   source = vllm_engine.VllmRollouts(
       vllm.base_url, tok, tmp_path / "adapters", alpha=ALPHA,
       max_prompt_tokens=MAX_PROMPT, max_new_tokens=MAX_NEW, timeout_s=300)
@@ -97,7 +87,7 @@ def test_rollouts_follow_each_published_version(vllm, gemma3_270m_dir,
 
     # The next version's adapters replace the first, whose files go.
     first = set(_models(vllm))
-    _randomize(policy, 2)
+    random_lora.randomise(policy, 0.05, seed=2)
     moved = _mismatch(policy, rolls, tok)
     source.publish(1, policy)
     again, versions = source.generate(PROMPTS, G, temperature=TEMPERATURE,
