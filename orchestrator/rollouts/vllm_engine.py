@@ -43,10 +43,11 @@ def _left_pad(ids: list[int], width: int, pad: int) -> list[int]:
 class VllmRollouts(RolloutSource):
   """The driver's side of one vLLM server.
 
-  base_url: its OpenAI-style URL (ending in /v1); adapters: a directory the server can read, where each version's
-  adapter is written (and the one before removed once replaced);
-  on_close: called last by close (stops a server started for the run);
-  log: that server's log, named in errors.
+  base_url: its OpenAI-style URL (ending in /v1); adapters: a directory
+  the server can read, this source's alone (emptied at the start), where
+  each version's adapter is written (and the one before removed once
+  replaced); on_close: called last by close (stops a server started for
+  the run); log: that server's log, named in errors.
   """
 
   def __init__(self, base_url: str, tokenizer,
@@ -57,6 +58,8 @@ class VllmRollouts(RolloutSource):
     self._url = base_url.rstrip("/")
     self._tok = tokenizer
     self._adapters = pathlib.Path(adapters).resolve()
+    # The run's own: what a killed earlier process of it left is stale.
+    shutil.rmtree(self._adapters, ignore_errors=True)
     self._alpha = alpha
     self.max_prompt_tokens = max_prompt_tokens
     self.max_new_tokens = max_new_tokens
@@ -88,8 +91,6 @@ class VllmRollouts(RolloutSource):
   def publish(self, version: int, policy) -> None:
     name = f"{self._names}-v{version}"
     directory = self._adapters / name
-    if directory.exists():  # left by a run killed while writing it
-      shutil.rmtree(directory)
     peft_adapter.write(policy, self._alpha, directory)
     self._post("load_lora_adapter",
                {"lora_name": name, "lora_path": str(directory)})
