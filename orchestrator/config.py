@@ -74,11 +74,10 @@ class VllmEngineConfig:
   and stops it with the run): it must have been started with --enable-lora,
   --logprobs-mode processed_logprobs and VLLM_ALLOW_RUNTIME_LORA_UPDATING=
   True, and must read the run directory's adapters/ (same host or a shared
-  disk). python: the interpreter
-  that has vllm, for a server started here (`make vllm` builds
-  .venv-vllm). extra_args: more server flags, e.g. [--enforce-eager] (on
-  CPU: start-up in about a minute instead of three) or
-  [--gpu-memory-utilization, "0.4"]."""
+  disk). python: the interpreter that has vllm, for a server started here
+  (`make vllm` builds .venv-vllm). extra_args: more server flags, e.g.
+  [--enforce-eager] (on CPU: start-up in about a minute instead of three)
+  or [--gpu-memory-utilization, "0.4"]."""
   base_url: str = ""
   python: str = ".venv-vllm/bin/python"
   dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
