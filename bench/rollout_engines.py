@@ -43,7 +43,8 @@ import yaml  # noqa: E402
 from grar_config.model import ModelSpec  # noqa: E402
 from judge_server import packs as packs_lib  # noqa: E402
 from orchestrator.data import dataset, templates  # noqa: E402
-from orchestrator.rollouts import vllm_engine, vllm_process  # noqa: E402
+from orchestrator import config  # noqa: E402
+from orchestrator.rollouts import vllm_engine  # noqa: E402
 from orchestrator.rundir import metrics  # noqa: E402
 from policy_worker import models, prepare, rollout  # noqa: E402
 import random_lora  # noqa: E402
@@ -88,25 +89,21 @@ def _throughput(args, model_dir, log_dir) -> dict[str, float]:
   tunix = rollout.RolloutGenerator(policy, tok, mesh,
                                    max_prompt_tokens=max_prompt,
                                    max_new_tokens=args.max_new_tokens)
-  extra = () if args.compile else ("--enforce-eager",)
+  # The server the trainer would start for a run of these lengths.
+  cfg = config.RunConfig(
+      model=ModelSpec(family="gemma3", path=str(model_dir)),
+      rollout=config.RolloutConfig(
+          max_prompt_tokens=max_prompt, max_new_tokens=args.max_new_tokens,
+          engine="vllm", vllm=config.VllmEngineConfig(
+              extra_args=() if args.compile else ("--enforce-eager",))),
+      grpo=config.GRPOConfig(lora_rank=RANK, lora_alpha=ALPHA))
   t0 = time.monotonic()
-  with vllm_process.launched(
-      ROOT / ".venv-vllm/bin/python", model_dir, "grar-base",
-      vllm_engine.server_args("float32", max_prompt + args.max_new_tokens,
-                              RANK, extra),
-      log_dir / "vllm.log", vllm_engine.free_port(),
-      {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
-       "VLLM_CPU_KVCACHE_SPACE": "1"}, 900) as url, \
-      httpx.Client(timeout=900) as client:
+  source = vllm_engine.opened(cfg, tok, log_dir, print)
+  with httpx.Client(timeout=900) as client:
     print(f"vLLM up in {time.monotonic() - t0:.0f} s "
           f"({'compiled' if args.compile else 'eager'})", flush=True)
-    source = vllm_engine.VllmRollouts(
-        url, tok, log_dir / "adapters", alpha=ALPHA,
-        max_prompt_tokens=max_prompt, max_new_tokens=args.max_new_tokens,
-        timeout_s=900)
     try:
       source.publish(0, policy)
-      adapter = source._loaded[0]
 
       def engine(seed):
         rolls, _ = source.generate(prompts, args.generations,
@@ -119,8 +116,8 @@ def _throughput(args, model_dir, log_dir) -> dict[str, float]:
         return int(rolls.completion_lengths.sum())
 
       ways = {"vllm_alone": lambda seed: _alone(
-                  client, url, adapter, encoded, args.generations,
-                  args.max_new_tokens, seed),
+                  client, source.base_url, source.adapter, encoded,
+                  args.generations, args.max_new_tokens, seed),
               "grar_vllm": engine, "tunix": own}
       for run in ways.values():
         run(0)  # compiles, warms

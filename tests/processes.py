@@ -14,14 +14,11 @@ import time
 
 import yaml
 
+# The trainer's own, for the tests' servers too.
+from orchestrator.rollouts.vllm_process import free_port  # noqa: F401
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 JUDGE_STARTUP_S = 120
-
-
-def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 def grar(*args, timeout=600) -> subprocess.CompletedProcess:

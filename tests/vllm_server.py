@@ -16,7 +16,6 @@ import time
 from typing import Iterator
 
 from orchestrator.rollouts import vllm_process
-from processes import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
@@ -92,8 +91,8 @@ def serving(model_dir: pathlib.Path, log: pathlib.Path) -> Iterator[Server]:
 def _serving(model_dir: pathlib.Path, log: pathlib.Path) -> Iterator[Server]:
   started = time.monotonic()
   with vllm_process.launched(
-      PYTHON, model_dir, SERVED_NAME, list(ARGS), log, free_port(), ENV,
-      STARTUP_TIMEOUT_S) as base_url:
+      PYTHON, model_dir, SERVED_NAME, list(ARGS), log,
+      vllm_process.free_port(), ENV, STARTUP_TIMEOUT_S) as base_url:
     yield Server(base_url, SERVED_NAME, time.monotonic() - started, log)
 
 

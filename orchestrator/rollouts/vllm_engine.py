@@ -17,7 +17,6 @@ import concurrent.futures
 import contextlib
 import pathlib
 import shutil
-import socket
 import uuid
 from typing import Callable
 
@@ -74,6 +73,15 @@ class VllmRollouts(RolloutSource):
     self._threads = concurrent.futures.ThreadPoolExecutor(32)
     self._on_close = on_close
     self._log = f" (server log: {log})" if log else ""
+
+  @property
+  def base_url(self) -> str:
+    return self._url
+
+  @property
+  def adapter(self) -> str | None:
+    """The served name of the adapters published last."""
+    return self._loaded[0] if self._loaded else None
 
   def _post(self, path: str, body: dict) -> httpx.Response:
     url = f"{self._url}/{path}"
@@ -175,12 +183,6 @@ def server_args(dtype: str, max_model_len: int, lora_rank: int,
           "--logprobs-mode", "processed_logprobs", *extra]
 
 
-def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def opened(cfg, tokenizer, run_dir: pathlib.Path,
            say: Callable[[str], None]) -> VllmRollouts:
   """The rollout source of a run with rollout.engine vllm (cfg: its
@@ -204,7 +206,7 @@ def opened(cfg, tokenizer, run_dir: pathlib.Path,
           server_args(v.dtype, rollout_cfg.max_prompt_tokens
                       + rollout_cfg.max_new_tokens, cfg.grpo.lora_rank,
                       v.extra_args),
-          log, free_port(),
+          log, vllm_process.free_port(),
           {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
            "VLLM_CPU_KVCACHE_SPACE": str(v.kv_cache_gib)},
           v.startup_timeout_s))

@@ -13,6 +13,7 @@ import contextlib
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -31,6 +32,13 @@ _DIE_WITH_PARENT = (
 class VllmProcessError(RuntimeError):
   """The server exited or did not become healthy; the message has its log's
   tail."""
+
+
+def free_port() -> int:
+  """A port on 127.0.0.1 that nothing listens on now."""
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
 
 
 def healthy(url: str) -> bool:
