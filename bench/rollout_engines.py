@@ -16,9 +16,10 @@ rounds of generated tokens / wall time.
 --steps N runs `grar train` on the demo's GRPO section (configs/
 demo-270m.yaml without its other stages; `make demo-data` first) for N
 steps with each engine, one after the other, and compares the median
-step and generation times of steps 2..N (step 1 compiles).
+step and generation times of steps 2..N (step 1 compiles; take N >= 6, as
+one slow early step skews a median of two).
 
-  .venv/bin/python bench/rollout_engines.py [--runs 3] [--steps 4]
+  .venv/bin/python bench/rollout_engines.py [--runs 3] [--steps 6]
 """
 
 import argparse
