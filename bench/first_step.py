@@ -11,15 +11,16 @@ fresh LoRA, not from SFT adapters: the demo pipeline's SFT stage, which
 `grar train` has no part of, is left out (the same programs compile either
 way). The demo data must exist (`make demo` makes it, runs/demo-data).
 
-With staleness 1 the first step generates two batches (its own and the
-next) before its update, a middle step one, the last none; so the steady
-step is the median of the middle steps (2 .. steps-1) of the first run.
+With train.staleness s the first step generates s + 1 batches before its
+update, a middle step one (the last none when s >= 1); so the steady step
+is the median of the middle steps (2 .. steps-1) of the first run.
 Reads each run's metrics.csv (time_step) and prints run 1's and run 2's
 first step, the steady step, the cache's size and how many entries run 2
 added, then one line of name=value pairs, second_first_over_steady among
 them (the aim: <= 1.5).
 
-  .venv/bin/python bench/first_step.py [--steps 4] [--keep DIR]
+  .venv/bin/python bench/first_step.py [--steps 4] [--keep DIR] \
+      [--set train.staleness=0 ...]
 """
 
 import argparse
@@ -51,12 +52,15 @@ def _entries(directory: pathlib.Path) -> list[pathlib.Path]:
 
 
 def _train(config: pathlib.Path, out: pathlib.Path, name: str, steps: int,
-           cache: pathlib.Path) -> tuple[list[dict], float]:
+           cache: pathlib.Path,
+           overrides: list[str]) -> tuple[list[dict], float]:
   env = {k: v for k, v in os.environ.items() if k not in _CACHE_VARS}
   env["GRAR_COMPILE_CACHE"] = str(cache)
   command = [sys.executable, "-m", "orchestrator.cli", "train", "--config",
              str(config), "--set", f"train.steps={steps}",
              "--set", f"output_dir={out}", "--set", f"run_name={name}"]
+  for override in overrides:
+    command += ["--set", override]
   print(f"[{name}] {' '.join(command[2:])}", flush=True)
   began = time.monotonic()
   proc = subprocess.run(command, cwd=ROOT, env=env, text=True,
@@ -86,6 +90,9 @@ def main() -> None:
   ap.add_argument("--keep", default="",
                   help="a directory for the runs and the cache, kept "
                        "(default: a temporary one, deleted)")
+  ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                  help="a config override for both runs, as `grar train "
+                       "--set` takes it (repeatable)")
   args = ap.parse_args()
   if args.steps < 3:
     ap.error("--steps: at least 3, for a middle step")
@@ -103,10 +110,12 @@ def main() -> None:
   try:
     run_config = out / "demo-grpo.yaml"
     run_config.write_text(yaml.safe_dump(config, sort_keys=False))
-    first, wall1 = _train(run_config, out, "run1", args.steps, cache)
+    first, wall1 = _train(run_config, out, "run1", args.steps, cache,
+                          args.set)
     after_first = {p.name for p in _entries(cache)}
     size_mb = sum(p.stat().st_size for p in _entries(cache)) / 2**20
-    second, wall2 = _train(run_config, out, "run2", args.steps, cache)
+    second, wall2 = _train(run_config, out, "run2", args.steps, cache,
+                           args.set)
     added = len({p.name for p in _entries(cache)} - after_first)
   finally:
     if not args.keep:
