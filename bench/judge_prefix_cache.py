@@ -43,7 +43,6 @@ from judge_server import prompts
 from judge_server.backends import openai_compat
 from judge_server.config import OpenAIConfig
 from orchestrator.data import dataset
-from orchestrator.rollouts import vllm_process
 from policy_worker import prepare
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -177,13 +176,10 @@ def main(argv=None) -> int:
   args = p.parse_args(argv)
   log = pathlib.Path(tempfile.gettempdir()) / "grar-bench-prefix-vllm.log"
   model_dir = prepare.prepare_gemma3_270m()
-  with vllm_server.exclusive(
-      pathlib.Path(tempfile.gettempdir()) / "grar-vllm.lock"), \
-      vllm_process.launched(
-          vllm_server.PYTHON, model_dir, vllm_server.SERVED_NAME,
-          list(vllm_server.ARGS), log, vllm_process.free_port(),
-          {**vllm_server.ENV, "VLLM_SERVER_DEV_MODE": "1"},
-          vllm_server.STARTUP_TIMEOUT_S) as base_url:
+  # Dev mode: /reset_prefix_cache.
+  with vllm_server.serving(model_dir, log,
+                           {"VLLM_SERVER_DEV_MODE": "1"}) as server:
+    base_url = server.base_url
     root = base_url.removesuffix("/v1")
     print(f"vLLM serving {model_dir} at {base_url} (log {log})", flush=True)
     block = _block_size(root)

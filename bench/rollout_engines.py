@@ -8,8 +8,8 @@ The policy is the shipped Gemma-3-270M (float32) with rank-8 LoRA drawn
 small and non-zero, so vLLM really applies an adapter. Prompts: the demo's
 template over data/reasoning-sample.jsonl, --prompts x --generations
 samples of up to --max-new-tokens at temperature 1. vLLM is the CPU build
-in .venv-vllm, started as the trainer starts it (server_args), eager
-unless --compile. One untimed round each (compiles, loads), then --runs
+in .venv-vllm, started as the trainer starts it
+(vllm_process.rollout_args), eager unless --compile. One untimed round each (compiles, loads), then --runs
 interleaved rounds; completion tokens per second is the median over
 rounds of generated tokens / wall time.
 

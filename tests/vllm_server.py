@@ -21,27 +21,17 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 SERVED_NAME = "gemma3-270m"
 STARTUP_TIMEOUT_S = 600
-ARGS = (
-    # Judge prompts and the parity prompts fit; the KV cache stays small.
-    "--max-model-len", "2048",
-    # The parity test compares with tunix in float32.
-    "--dtype", "float32",
+# A rollout server's flags (rollout.engine: vllm), so the tests of that path
+# share this server and see what a run starts.
+ARGS = tuple(vllm_process.rollout_args(
+    dtype="float32",  # the parity test compares with tunix in float32
+    max_model_len=2048,  # judge and parity prompts fit; a small KV cache
+    lora_rank=16,  # the tests' adapters; the refusal test's 32 is above it
     # Skips torch.compile: start-up 70 s instead of 210 s on 2 cores, and a
     # judge asks for one token per prompt, where a compiled decode loop
     # gains little.
-    "--enforce-eager",
-    # Rollouts on vLLM (rollout.engine: vllm) load the policy's adapters at
-    # run time; the tests of that path share this server.
-    "--enable-lora", "--max-lora-rank", "16", "--max-loras", "2",
-    "--logprobs-mode", "processed_logprobs",
-)
-ENV = {
-    # GiB of KV cache; vLLM's CPU default takes far more than the
-    # 2048-token requests here need.
-    "VLLM_CPU_KVCACHE_SPACE": "1",
-    # /v1/load_lora_adapter and /v1/unload_lora_adapter.
-    "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
-}
+    extra=("--enforce-eager",)))
+ENV = vllm_process.rollout_env(kv_cache_gib=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,10 +58,12 @@ _serving_here: list[pathlib.Path] = []
 
 
 @contextlib.contextmanager
-def serving(model_dir: pathlib.Path, log: pathlib.Path) -> Iterator[Server]:
+def serving(model_dir: pathlib.Path, log: pathlib.Path,
+            env: dict[str, str] | None = None) -> Iterator[Server]:
   """Serves `model_dir` as SERVED_NAME until the block ends; the server's
-  output goes to `log`. One server at a time on this machine: each holds
-  about 6 GB, and the test workers each may want one."""
+  output goes to `log`, `env` is added to ENV. One server at a time on
+  this machine: each holds about 6 GB, and the test workers each may want
+  one."""
   if _serving_here:
     # The machine-wide lock would wait on this very process forever.
     raise RuntimeError(
@@ -81,18 +73,19 @@ def serving(model_dir: pathlib.Path, log: pathlib.Path) -> Iterator[Server]:
   _serving_here.append(model_dir)
   try:
     with exclusive(pathlib.Path(tempfile.gettempdir()) / "grar-vllm.lock"):
-      with _serving(model_dir, log) as server:
+      with _serving(model_dir, log, {**ENV, **(env or {})}) as server:
         yield server
   finally:
     _serving_here.remove(model_dir)
 
 
 @contextlib.contextmanager
-def _serving(model_dir: pathlib.Path, log: pathlib.Path) -> Iterator[Server]:
+def _serving(model_dir: pathlib.Path, log: pathlib.Path,
+             env: dict[str, str]) -> Iterator[Server]:
   started = time.monotonic()
   with vllm_process.launched(
       PYTHON, model_dir, SERVED_NAME, list(ARGS), log,
-      vllm_process.free_port(), ENV, STARTUP_TIMEOUT_S) as base_url:
+      vllm_process.free_port(), env, STARTUP_TIMEOUT_S) as base_url:
     yield Server(base_url, SERVED_NAME, time.monotonic() - started, log)
 
 

@@ -27,10 +27,6 @@ from orchestrator.rollouts import vllm_process
 from orchestrator.stages.rollout_source import RolloutSource
 from policy_worker import export, peft_adapter, rollout
 
-# The adapter ranks vLLM accepts as --max-lora-rank.
-_SERVER_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
-
-
 class VllmEngineError(RuntimeError):
   """The server refused or failed a request; the message says which."""
 
@@ -169,20 +165,6 @@ class VllmRollouts(RolloutSource):
     self._on_close()
 
 
-def server_args(dtype: str, max_model_len: int, lora_rank: int,
-                extra: tuple[str, ...]) -> list[str]:
-  """The flags a server started for rollouts needs."""
-  rank = next((r for r in _SERVER_RANKS if r >= lora_rank), None)
-  if rank is None:
-    raise ValueError(f"grpo.lora_rank: vLLM serves adapters of rank up to "
-                     f"{_SERVER_RANKS[-1]}, not {lora_rank}")
-  return ["--dtype", dtype, "--max-model-len", str(max_model_len),
-          "--enable-lora", "--max-lora-rank", str(rank),
-          # The adapter serving and the one replacing it.
-          "--max-loras", "2",
-          "--logprobs-mode", "processed_logprobs", *extra]
-
-
 def opened(cfg, tokenizer, run_dir: pathlib.Path,
            say: Callable[[str], None]) -> VllmRollouts:
   """The rollout source of a run with rollout.engine vllm (cfg: its
@@ -203,13 +185,12 @@ def opened(cfg, tokenizer, run_dir: pathlib.Path,
       say(f"starting vLLM for the rollouts on {model_dir} (log: {log})")
       base_url = stack.enter_context(vllm_process.launched(
           pathlib.Path(v.python), model_dir, "grar-base",
-          server_args(v.dtype, rollout_cfg.max_prompt_tokens
-                      + rollout_cfg.max_new_tokens, cfg.grpo.lora_rank,
-                      v.extra_args),
+          vllm_process.rollout_args(
+              v.dtype, rollout_cfg.max_prompt_tokens
+              + rollout_cfg.max_new_tokens, cfg.grpo.lora_rank,
+              v.extra_args),
           log, vllm_process.free_port(),
-          {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
-           "VLLM_CPU_KVCACHE_SPACE": str(v.kv_cache_gib)},
-          v.startup_timeout_s))
+          vllm_process.rollout_env(v.kv_cache_gib), v.startup_timeout_s))
     return VllmRollouts(
         base_url, tokenizer, run_dir / "adapters",
         alpha=cfg.grpo.lora_alpha,

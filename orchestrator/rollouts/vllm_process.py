@@ -29,6 +29,10 @@ _DIE_WITH_PARENT = (
     "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
 
 
+# The adapter ranks vLLM accepts as --max-lora-rank.
+_SERVER_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
 class VllmProcessError(RuntimeError):
   """The server exited or did not become healthy; the message has its log's
   tail."""
@@ -39,6 +43,30 @@ def free_port() -> int:
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     return s.getsockname()[1]
+
+
+def rollout_args(dtype: str, max_model_len: int, lora_rank: int,
+                 extra: tuple[str, ...] = ()) -> list[str]:
+  """The flags of a server that samples rollouts with the policy's adapters
+  loaded at run time (orchestrator/rollouts/vllm_engine.py), returning
+  each token's log-prob after temperature and top-p."""
+  rank = next((r for r in _SERVER_RANKS if r >= lora_rank), None)
+  if rank is None:
+    raise ValueError(f"grpo.lora_rank: vLLM serves adapters of rank up to "
+                     f"{_SERVER_RANKS[-1]}, not {lora_rank}")
+  return ["--dtype", dtype, "--max-model-len", str(max_model_len),
+          "--enable-lora", "--max-lora-rank", str(rank),
+          # The adapter serving and the one replacing it.
+          "--max-loras", "2",
+          "--logprobs-mode", "processed_logprobs", *extra]
+
+
+def rollout_env(kv_cache_gib: int) -> dict[str, str]:
+  """That server's environment: /v1/load_lora_adapter and its unload
+  allowed; `kv_cache_gib` GiB of KV cache on a CPU host (vLLM's CPU
+  default takes far more than a run's requests need)."""
+  return {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+          "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib)}
 
 
 def healthy(url: str) -> bool:
