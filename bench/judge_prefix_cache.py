@@ -8,12 +8,13 @@ sharing the longest beginnings go out one after another.
 vLLM's CPU build serves the shipped Gemma-3-270M here, as the tests start
 it (tests/vllm_server.py: a 1 GiB KV cache), in dev mode for its
 /reset_prefix_cache. A step is --questions problems of
-data/reasoning-sample.jsonl x --generations responses (worked reasoning of
-data/sft-sample.jsonl, then the answer), each judged on its rubric's
-criteria in the server's default format (binary), few-shot (the default:
-the criterion and its graded examples come before the response, so one
-criterion's prompts share them across rollouts) and zero-shot (the
-response comes first: a rollout's criteria share it). The prompts reach
+data/reasoning-sample.jsonl that name a shipped rubric pack x
+--generations responses (worked reasoning of data/sft-sample.jsonl, then
+the answer), each judged on its pack's criteria in the server's default
+format (binary), few-shot (the default: the criterion and its graded
+examples come before the response, so one criterion's prompts share them
+across rollouts) and zero-shot (the response comes first: a rollout's
+criteria share it). The prompts reach
 the backend as the server's batcher hands them over: calls of --max-batch,
 --calls-in-flight at once, --concurrency requests in flight.
 
@@ -59,7 +60,10 @@ def _step(questions: int, generations: int, few_shot: bool) -> list[str]:
   """A step's explicit judge prompts in the batcher's order: rollout after
   rollout, each rollout's criteria together."""
   packs = packs_lib.load_packs()
-  examples = dataset.load_jsonl(str(DATA), packs.keys())[:questions]
+  # The shipped packs' rubrics: their criteria have graded examples (the
+  # sample's inline rubrics have none, so few-shot would be zero-shot).
+  examples = [ex for ex in dataset.load_jsonl(str(DATA), packs.keys())
+              if not ex.rubric][:questions]
   reasoning = [row["reasoning"]
                for _, row in dataset.read_rows(str(REASONING))]
   out = []
