@@ -104,6 +104,45 @@ def test_summary_on_hand_made_rows():
   assert b["judge_mean"] == pytest.approx(0.2)
 
 
+# ROWS, numbered, after a candidate that answered none of them right: 7
+# right only in ROWS (b), none only before (c), 13 wrong in both. Newcombe's
+# interval (tests/test_stats.py) of 7/20 - 0/20, worked by hand: a margin
+# is 0, so phi = 0; Wilson(7, 20) = W_7_20 and Wilson(0, 20) = (0,
+# 0.192073 / 1.192073) = (0, 0.161125);
+#   low = 0.35 - sqrt((0.35 - 0.181192)^2 + (0.161125 - 0)^2)
+#       = 0.35 - sqrt(0.028496 + 0.025961) = 0.35 - 0.233361 = 0.116639,
+#   high = 0.35 + sqrt((0.567146 - 0.35)^2 + 0^2) = 0.567146.
+NUMBERED = [{**r, "example_id": f"q{i}"} for i, r in enumerate(ROWS)]
+NONE_RIGHT = [{**r, "format": 0.0, "answer": 0.0} for r in NUMBERED]
+
+
+def test_paired_difference_on_hand_made_rows():
+  diff = evaluate.paired("base", NONE_RIGHT, NUMBERED)
+  assert list(diff) == ["paired_with", "paired_n", "answer_accuracy_diff",
+                        "answer_accuracy_diff_ci", "b", "c"]
+  assert (diff["paired_with"], diff["paired_n"], diff["b"], diff["c"]) == (
+      "base", 20, 7, 0)
+  assert diff["answer_accuracy_diff"] == pytest.approx(0.35)
+  assert diff["answer_accuracy_diff_ci"] == pytest.approx(
+      [0.116639, 0.567146], abs=1e-6)
+  # The other way round: the interval mirrors, b and c swap.
+  back = evaluate.paired("sft", NUMBERED, NONE_RIGHT)
+  assert (back["b"], back["c"]) == (0, 7)
+  assert back["answer_accuracy_diff_ci"] == pytest.approx(
+      [-0.567146, -0.116639], abs=1e-6)
+
+
+@pytest.mark.parametrize("previous,message", [
+    (NONE_RIGHT[:19], r"\(19 there, 20 here, first differing at row 20\)"),
+    (NONE_RIGHT[1:] + NONE_RIGHT[:1],
+     r"\(20 there, 20 here, first differing at row 1\)")])
+def test_paired_refuses_other_questions(previous, message):
+  with pytest.raises(ValueError,
+                     match=r"cannot pair with base: not the same questions "
+                     + message):
+    evaluate.paired("base", previous, NUMBERED)
+
+
 def _lines(text, start):
   return [line.split() for line in text.splitlines() if line.startswith(start)]
 
@@ -111,7 +150,8 @@ def _lines(text, start):
 def test_table_shows_intervals_change_and_tasks():
   before = evaluate.summarise(
       [{**r, "format": 0.0, "answer": 0.0} for r in ROWS])
-  after = evaluate.summarise(ROWS)
+  after = {**evaluate.summarise(ROWS),
+           **evaluate.paired("base", NONE_RIGHT, NUMBERED)}
   text = evaluate.table({"base": before, "sft": after})
   assert _lines(text, "metric") == [["metric", "base", "sft", "change"]]
   assert _lines(text, "format accuracy") == [
@@ -120,6 +160,11 @@ def test_table_shows_intervals_change_and_tasks():
   assert _lines(text, "answer accuracy  ") == [
       ["answer", "accuracy", "0.000", "[0.000,", "0.161]", "0.350",
        "[0.181,", "0.567]", "+0.350"]]
+  assert _lines(text, "answer accuracy, paired") == [
+      ["answer", "accuracy,", "paired", "difference", "[95", "%]", "n", "b",
+       "c"]]
+  assert _lines(text, "sft - base") == [
+      ["sft", "-", "base", "+0.350", "[+0.117,", "+0.567]", "20", "7", "0"]]
   assert _lines(text, "a ") == [["a", "10", "0.000", "[0.000,", "0.278]",
                                  "0.700", "[0.397,", "0.892]"]]
   assert _lines(text, "b ") == [["b", "10", "0.000", "[0.000,", "0.278]",
@@ -249,7 +294,22 @@ def _measures_from_rows(rows: list[dict]) -> dict:
   return out
 
 
-def _summary_from_rows(rows: list[dict]) -> dict:
+def _paired_from_rows(name: str, previous: list[dict], rows: list[dict]
+                      ) -> dict:
+  """What summary.json must say of rows against the previous candidate's
+  (same questions, same order), counted here."""
+  right = [(r["answer"] == 1.0, p["answer"] == 1.0)
+           for r, p in zip(rows, previous, strict=True)]
+  table = [sum(pair == want for pair in right)
+           for want in ((True, True), (True, False), (False, True),
+                        (False, False))]
+  return {"paired_with": name, "paired_n": len(rows),
+          "answer_accuracy_diff": (table[1] - table[2]) / len(rows),
+          "answer_accuracy_diff_ci": list(stats.newcombe_paired(*table)),
+          "b": table[1], "c": table[2]}
+
+
+def _summary_from_rows(rows: list[dict], paired: dict) -> dict:
   scored = [r for r in rows if r["judge_status"] == "SCORED"]
   tasks = sorted({r["task"] for r in rows})
   return {**_measures_from_rows(rows),
@@ -259,11 +319,13 @@ def _summary_from_rows(rows: list[dict]) -> dict:
                                 / len(rows),
           "per_task": {t: _measures_from_rows([r for r in rows
                                                if r["task"] == t])
-                       for t in tasks}}
+                       for t in tasks}, **paired}
 
 
-def _assert_summary_is_the_rows(summary: dict, rows: list[dict]) -> None:
-  want = _summary_from_rows(rows)
+def _assert_summary_is_the_rows(summary: dict, rows: list[dict],
+                                paired: dict | None = None) -> None:
+  """paired: _paired_from_rows's, for a candidate after the first."""
+  want = _summary_from_rows(rows, paired or {})
   assert list(summary) == list(want)
   assert list(summary["per_task"]) == list(want["per_task"])
   for key, value in want.items():
@@ -273,6 +335,8 @@ def _assert_summary_is_the_rows(summary: dict, rows: list[dict]) -> None:
         for k, v in measures.items():
           assert summary["per_task"][task][k] == pytest.approx(v, abs=1e-9), (
               task, k)
+    elif key == "paired_with":
+      assert summary[key] == value
     else:
       assert summary[key] == pytest.approx(value, abs=1e-9), key
 
@@ -304,7 +368,7 @@ def test_three_candidates_table_rows_and_summary(tmp_path, capsys,
   texts = [[r["completion"] for r in by[name]] for name in names]
   assert texts[0] != texts[1] and texts[1] != texts[2] and texts[0] != texts[2]
   domains = ["math"] * 4 + ["science"] * 2 + ["everyday"] * 2
-  for name, mine in by.items():
+  for i, (name, mine) in enumerate(by.items()):
     assert [r["example_id"] for r in mine] == [
         f"heldout-{i:03d}" for i in range(1, N + 1)]
     assert [r["task"] for r in mine] == domains  # no task: the domain
@@ -316,8 +380,18 @@ def test_three_candidates_table_rows_and_summary(tmp_path, capsys,
       if "<answer>" not in r["completion"]:
         assert r["format"] == 0.0 and r["answer"] == 0.0, r
     s = summary[name]
-    # Every number of summary.json, counted from rows.jsonl here.
-    _assert_summary_is_the_rows(s, mine)
+    # Every number of summary.json, counted from rows.jsonl here; from the
+    # second candidate on, its paired difference from the one before.
+    paired = (_paired_from_rows(names[i - 1], by[names[i - 1]], mine)
+              if i else None)
+    _assert_summary_is_the_rows(s, mine, paired)
+    if paired:
+      assert s["paired_n"] == N
+      low, high = s["answer_accuracy_diff_ci"]
+      assert _lines(printed, f"{name} - {names[i - 1]}") == [
+          [name, "-", names[i - 1], f"{s['answer_accuracy_diff']:+.3f}",
+           f"[{low:+.3f},", f"{high:+.3f}]", str(N), str(s["b"]),
+           str(s["c"])]]
     # Random weights never write the template: 0/8 in format.
     assert s["format_accuracy"] == 0.0
     assert s["format_accuracy_ci"] == pytest.approx(W_0_8, abs=1e-6)

@@ -7,7 +7,9 @@ order where prompt.scaffold names one: format reward 1), answer accuracy
 (the `answer` reward 1), each with its 95 % Wilson interval, the judge's mean
 rubric score over the answers it could score (unscorable ones are counted,
 never averaged in as 0) and the mean answer length in tokens; overall and
-per task. Every answer goes to rows.jsonl; summary.json and
+per task. Each candidate after the first is compared with the one before
+it on the same questions: the paired difference in answer accuracy with
+Newcombe's 95 % interval. Every answer goes to rows.jsonl; summary.json and
 plots/heldout_accuracy.png hold the measures.
 """
 
@@ -139,7 +141,7 @@ def evaluate(cfg: EvalConfig) -> Report:
   out.mkdir(parents=True, exist_ok=True)
   (out / "config.yaml").write_text(
       yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
-  summaries = {}
+  summaries, previous = {}, None
   with judge_target.connected(cfg, judge_mesh, out, _say) as client, \
       open(out / ROWS, "w", encoding="utf-8") as rows_file:
     # The numbers a run's start-up check gives, for this judge on this set.
@@ -157,6 +159,9 @@ def evaluate(cfg: EvalConfig) -> Report:
       for row in rows:
         rows_file.write(json.dumps(row) + "\n")
       summaries[candidate.name] = summarise(rows)
+      if previous is not None:
+        summaries[candidate.name].update(paired(*previous, rows))
+      previous = candidate.name, rows
   (out / SUMMARY).write_text(
       json.dumps(validation.json_ready(summaries), indent=2) + "\n")
   return Report(out, summaries, plot_accuracy(summaries, out))
@@ -321,6 +326,38 @@ def summarise(rows: list[dict]) -> dict:
   }
 
 
+def paired(previous_name: str, previous: list[dict], rows: list[dict]
+           ) -> dict:
+  """How rows' candidate differs from previous's, which answered the same
+  questions: paired_with, previous's name; paired_n, the questions;
+  answer_accuracy_diff, rows' answer accuracy minus previous's, with its
+  95 % interval (stats.newcombe_paired) as [low, high] in
+  answer_accuracy_diff_ci; b, the questions only rows answered right, and
+  c, those only previous did (the difference is (b - c) / paired_n).
+  Raises ValueError when the two answered other questions, or in another
+  order: a difference between other questions measures nothing."""
+  ids = [r["example_id"] for r in rows]
+  theirs = [r["example_id"] for r in previous]
+  if theirs != ids:
+    at = next((i for i, (x, y) in enumerate(zip(theirs, ids)) if x != y),
+              min(len(theirs), len(ids)))
+    raise ValueError(
+        f"cannot pair with {previous_name}: not the same questions "
+        f"({len(theirs)} there, {len(ids)} here, first differing at row "
+        f"{at + 1})")
+  pairs = [(r["answer"] == 1.0, p["answer"] == 1.0)
+           for r, p in zip(rows, previous)]
+  both = sum(r and p for r, p in pairs)
+  b = sum(r and not p for r, p in pairs)
+  c = sum(p and not r for r, p in pairs)
+  n = len(pairs)
+  return {"paired_with": previous_name, "paired_n": n,
+          "answer_accuracy_diff": (b - c) / n,
+          "answer_accuracy_diff_ci": list(
+              stats.newcombe_paired(both, b, c, n - both - b - c)),
+          "b": b, "c": c}
+
+
 def _measures(rows: list[dict]) -> dict:
   """examples, format and answer accuracy with [low, high] intervals, and
   the judge mean over scored rows (NaN if none)."""
@@ -345,8 +382,9 @@ _TABLE = (("format accuracy", "format_accuracy", ".3f"),
 
 def table(summaries: dict[str, dict]) -> str:
   """Metrics by candidate, accuracies as `value [low, high]` (95 %); with
-  two candidates a change column (second - first); then answer accuracy by
-  task. Takes evaluate's summaries or summary.json read back (null: NaN)."""
+  two candidates a change column (second - first); then each paired answer
+  accuracy difference (paired()'s); then answer accuracy by task. Takes
+  evaluate's summaries or summary.json read back (null: NaN)."""
   names = list(summaries)
   change = len(names) == 2
   lines = [["metric", *names] + (["change"] if change else [])]
@@ -358,13 +396,24 @@ def table(summaries: dict[str, dict]) -> str:
       first, second = (_number(summaries[n][key]) for n in names)
       line.append(format(second - first, "+" + spec))
     lines.append(line)
+  diffs = [["answer accuracy, paired", "difference [95 %]", "n", "b", "c"]]
+  for name in names:
+    s = summaries[name]
+    if "answer_accuracy_diff" in s:
+      diffs.append([f"{name} - {s['paired_with']}",
+                    _cell(s, "answer_accuracy_diff", "+.3f"),
+                    *(str(s[k]) for k in ("paired_n", "b", "c"))])
+  paired_lines = ""
+  if len(diffs) > 1:
+    paired_lines = (f"\n\n{_aligned(diffs)}\n(b: right only in the first "
+                    "named, c: only in the second; Newcombe's interval)")
   tasks = summaries[names[0]]["per_task"]
   by_task = [["answer accuracy by task", "n", *names]]
   for task, measures in tasks.items():
     by_task.append([task, str(measures["examples"]),
                     *(_cell(summaries[n]["per_task"][task], "answer_accuracy",
                             ".3f") for n in names)])
-  return f"{_aligned(lines)}\n\n{_aligned(by_task)}"
+  return f"{_aligned(lines)}{paired_lines}\n\n{_aligned(by_task)}"
 
 
 def _number(value) -> float:
