@@ -22,22 +22,11 @@ import numpy as np
 from orchestrator.data import tasks
 from orchestrator.data.dataset import Example
 from policy_worker.advantages import group_advantages
-from orchestrator.data.templates import (ANSWER_END, ANSWER_START, REASONING_END,
-                                    REASONING_START)
+# The answer block is read as the judge's extraction criterion reads it.
+from protos.answers import (ANSWER_BLOCK as _ANSWER,
+                            REASONING_BLOCK as _REASONING, extract_answer,
+                            extract_reasoning)
 
-_TAGS = (REASONING_START, REASONING_END, ANSWER_START, ANSWER_END)
-# Block content may not contain any of the four tags, so a block is the
-# innermost span between an opening tag and its closing tag.
-_NO_TAG = "(?:(?!{}).)*".format("|".join(map(re.escape, _TAGS)))
-
-
-def _block(start: str, end: str) -> re.Pattern:
-  return re.compile(f"{re.escape(start)}({_NO_TAG}){re.escape(end)}",
-                    re.DOTALL)
-
-
-_REASONING = _block(REASONING_START, REASONING_END)
-_ANSWER = _block(ANSWER_START, ANSWER_END)
 _STRICT = re.compile(
     rf"\s*{_REASONING.pattern}\s*{_ANSWER.pattern}\s*", re.DOTALL)
 
@@ -105,23 +94,6 @@ def scaffold_steps(reasoning: str, scaffold: Sequence[str]) -> float:
       prev, best[j] = best[j], (prev + 1 if name == want
                                 else max(best[j], best[j - 1]))
   return best[-1] / len(scaffold)
-
-
-def extract_answer(completion: str) -> str | None:
-  """The stripped content of the last answer block; None if there is none.
-
-  An unclosed <answer> (a completion cut at the token limit) is no answer.
-  """
-  answers = _ANSWER.findall(completion)
-  return answers[-1].strip() if answers else None
-
-
-def extract_reasoning(completion: str) -> str | None:
-  """The content of the completion's well-formed reasoning blocks, joined
-  by newlines (a block may be blank); None if there is none. An unclosed
-  <reasoning> (a completion cut at the token limit) is no reasoning."""
-  blocks = _REASONING.findall(completion)
-  return "\n".join(blocks) if blocks else None
 
 
 # A leading number: sign, currency, digits (thousands commas allowed only in

@@ -11,10 +11,9 @@ A scaffold names the steps the reasoning goes through, in order, each a line
 
 from collections.abc import Sequence
 
-REASONING_START = "<reasoning>"
-REASONING_END = "</reasoning>"
-ANSWER_START = "<answer>"
-ANSWER_END = "</answer>"
+# The tags are the judge's too (its extraction criterion reads the answer).
+from protos.answers import (ANSWER_END, ANSWER_START, REASONING_END,
+                            REASONING_START)
 
 # The tag pairs are shown empty: a model that parrots the instruction then
 # writes no well-formed block and earns no format reward for it.
