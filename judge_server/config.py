@@ -139,11 +139,23 @@ class CriteriaConfig:
   Gemma-3-270M (README, "Can the judge see?")."""
   format: Literal["scale", "binary", "rollout"] = "binary"
   few_shot: bool = True
+  # The extraction criterion's share of the reward, in [0, 1]: the
+  # response's final answer (read as the answer reward reads it) set beside
+  # the reference answer, and the judge asked whether they match
+  # (prompts.answer_check_prompt); reward = (1 - answer_check) * rubric +
+  # answer_check * match. 0: not asked; a rollout without a reference is
+  # scored on its rubric alone.
+  answer_check: float = 0.0
 
   def __post_init__(self):
     if self.format not in ("scale", "binary", ROLLOUT):
       raise ValueError(f"format: {self.format!r} is not one of scale, "
                        "binary, rollout")
+    if not 0.0 <= self.answer_check <= 1.0:
+      raise ValueError("answer_check: must be in [0, 1]")
+    if self.answer_check and self.format == ROLLOUT:
+      raise ValueError("answer_check: a rollout backend reads no judge "
+                       "prompt")
 
 
 @strict.config

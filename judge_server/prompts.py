@@ -23,6 +23,7 @@ import re
 from typing import Sequence
 
 from judge_server import aggregation
+from protos import answers
 from protos.rubric import Criterion, Example, Rubric
 
 SCORE_TOKENS = tuple(str(d) for d in range(10))
@@ -195,6 +196,32 @@ def implicit_prompt(prompt: str, completion: str, reference: str,
            "criterion met and none of its mistakes made? Reply yes or no.")
   return _prompt(answer, f"Rubric:\n{lines}\n{ask}", prompt, completion,
                  reference, examples)
+
+
+def answer_check_prompt(prompt: str, completion: str, reference: str,
+                        answer: str = SCALE) -> str:
+  """The extraction criterion: does the response's final answer match the
+  reference? The final answer is read by the answer reward's own code
+  (protos.answers.extract_answer) and set beside the reference, so a small
+  judge compares two short strings instead of finding them in the
+  response; a response without an answer block is shown whole and the
+  judge finds its final answer. Zero-shot: the rubric's worked examples
+  grade its criteria, not this one."""
+  _check_answer(answer)
+  final = answers.extract_answer(completion)
+  if final is None:
+    given = f"Response:\n{OPEN}\n{as_data(completion)}\n{CLOSE}\n\n"
+    what = "the response's final answer"
+  else:
+    given = f"Final answer given:\n{OPEN}\n{as_data(final)}\n{CLOSE}\n\n"
+    what = "the final answer given"
+  if answer == SCALE:
+    ask = (f"On a scale from 0 (different) to 9 (the same), how far does "
+           f"{what} match the reference answer? Reply with one digit.")
+  else:
+    ask = f"Does {what} match the reference answer? Reply yes or no."
+  return (f"{_INTRO}Question:\n{as_data(prompt)}\n\nReference answer:\n"
+          f"{as_data(reference)}\n\n{given}{ask}\n{_LABELS[answer]}")
 
 
 def explicit_examples(rubric: Rubric, index: int

@@ -64,34 +64,53 @@ def parse_rollout(text: str) -> tuple[str, str]:
   return prompt, completion
 
 
+def _rubric_prompts(job: Job, answer: str, few_shot: bool) -> list[str]:
+  """The judge prompts of the job's rubric: one holistic prompt (implicit),
+  or one per criterion (explicit)."""
+  if job.aggregation == "implicit":
+    return [prompts.implicit_prompt(
+        job.prompt, job.completion, job.reference, job.rubric, answer,
+        prompts.implicit_examples(job.rubric) if few_shot else ())]
+  return [prompts.explicit_prompt(
+      job.prompt, job.completion, job.reference, c, answer,
+      prompts.explicit_examples(job.rubric, i) if few_shot else ())
+          for i, c in enumerate(job.rubric.criteria)]
+
+
 async def score(job: Job, batcher: MicroBatcher,
                 criteria: CriteriaConfig = CriteriaConfig()) -> Outcome:
   """Asks the judge in `criteria`'s format (the one its backend reads), with
-  the rubric's worked examples when few_shot is on; a rollout backend
-  scores the rollout and the rubric is not read."""
+  the rubric's worked examples when few_shot is on, and, with answer_check
+  and a reference, the extraction criterion, which takes that share of the
+  reward; a rollout backend scores the rollout and the rubric is not
+  read."""
   answer, few_shot = criteria.format, criteria.few_shot
   if answer == ROLLOUT:
     (j,) = await batcher.submit([rollout_prompt(job.prompt, job.completion)])
     if j.score is None:
       return _unscorable(f"reward model: {j.reason}")
     return Outcome("scored", j.score)
-  if job.aggregation == "implicit":
-    examples = prompts.implicit_examples(job.rubric) if few_shot else ()
-    (j,) = await batcher.submit([prompts.implicit_prompt(
-        job.prompt, job.completion, job.reference, job.rubric, answer,
-        examples)])
-    if j.score is None:
-      return _unscorable(f"holistic score: {j.reason}")
-    return Outcome("scored", aggregation.implicit(j.score))
-  judgements = await batcher.submit([
-      prompts.explicit_prompt(
-          job.prompt, job.completion, job.reference, c, answer,
-          prompts.explicit_examples(job.rubric, i) if few_shot else ())
-      for i, c in enumerate(job.rubric.criteria)])
+  asked = _rubric_prompts(job, answer, few_shot)
+  check = criteria.answer_check if job.reference.strip() else 0.0
+  if check:
+    asked.append(prompts.answer_check_prompt(job.prompt, job.completion,
+                                             job.reference, answer))
+  judgements = await batcher.submit(asked)
+  checked = judgements.pop() if check else None
   for i, j in enumerate(judgements):
     if j.score is None:
-      return _unscorable(f"criterion {i}: {j.reason}")
-  return Outcome(
-      "scored",
-      aggregation.explicit(job.rubric, [j.score for j in judgements]),
-      tuple((i, j.score, j.mass, j.method) for i, j in enumerate(judgements)))
+      return _unscorable(
+          f"holistic score: {j.reason}" if job.aggregation == "implicit"
+          else f"criterion {i}: {j.reason}")
+  if checked is not None and checked.score is None:
+    return _unscorable(f"answer check: {checked.reason}")
+  if job.aggregation == "implicit":
+    reward = aggregation.implicit(judgements[0].score)
+    per_criterion = ()
+  else:
+    reward = aggregation.explicit(job.rubric, [j.score for j in judgements])
+    per_criterion = tuple((i, j.score, j.mass, j.method)
+                          for i, j in enumerate(judgements))
+  if checked is not None:
+    reward = (1 - check) * reward + check * checked.score
+  return Outcome("scored", reward, per_criterion)

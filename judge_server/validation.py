@@ -76,6 +76,76 @@ def auc(positives: Sequence[float | None],
   return float(wins / (pos.size * neg.size))
 
 
+def auc_interval(positives: Sequence[float | None],
+                 negatives: Sequence[float | None], z: float = Z95
+                 ) -> dict[str, float]:
+  """auc() with DeLong's 95 % interval: auc, low, high (clipped to [0, 1];
+  nan with fewer than two scored values on a side), n_pos, n_neg.
+
+  DeLong rather than a bootstrap: closed form, so the same scores always
+  give the same interval. Each positive's share of negatives it beats (and
+  each negative's of positives beating it) is a placement value; the AUC's
+  variance is var(positive placements) / P + var(negative placements) / N.
+  """
+  pos = np.array([p for p in positives if p is not None], dtype=np.float64)
+  neg = np.array([n for n in negatives if n is not None], dtype=np.float64)
+  out = {"auc": auc(pos, neg), "low": NAN, "high": NAN, "n_pos": pos.size,
+         "n_neg": neg.size}
+  if pos.size < 2 or neg.size < 2:
+    return out
+  beats = ((pos[:, None] > neg[None, :])
+           + 0.5 * (pos[:, None] == neg[None, :]))
+  variance = (np.var(beats.mean(axis=1), ddof=1) / pos.size
+              + np.var(beats.mean(axis=0), ddof=1) / neg.size)
+  half = z * math.sqrt(variance)
+  out["low"] = max(0.0, out["auc"] - half)
+  out["high"] = min(1.0, out["auc"] + half)
+  return out
+
+
+# The orderings a judge of training rewards must get right on every problem
+# of a probe set (judge_server/probe_sets): the one a GRPO group relies on
+# first, then the one any reader sees.
+TRIPLE_PAIRS = (probes_lib.Pair("correct", "wrong"),
+                probes_lib.Pair("correct", "off_topic"))
+
+
+def separation(correct: Sequence[float | None], wrong: Sequence[float | None],
+               off_topic: Sequence[float | None]) -> dict:
+  """For problems i with three completions: correct > wrong and correct >
+  off_topic (pairwise: accuracy, Wilson low/high, n) and the AUC of correct
+  against both others (auc_interval)."""
+  return {"pairs": [{"name": p.name, **pairwise(
+              correct, {"wrong": wrong, "off_topic": off_topic}[p.worse])}
+                    for p in TRIPLE_PAIRS],
+          "auc": auc_interval(correct, [*wrong, *off_topic])}
+
+
+def triple_report(domains: Sequence[str],
+                  rewards: Mapping[str, Sequence[float | None]],
+                  latencies_ms: Sequence[float]) -> dict:
+  """The report on problems with a correct, a wrong and an off-topic
+  completion each: rewards[kind][i] of problem i, in domain domains[i]
+  (None: unscorable). Returns overall and per domain (sorted) separation(),
+  with rows, probes, unscorable, unscorable_rate and latency_ms as in
+  probe_report."""
+  kinds = ("correct", "wrong", "off_topic")
+  every = [r for k in kinds for r in rewards[k]]
+  unscorable = sum(r is None for r in every)
+
+  def part(rows: Sequence[int]) -> dict:
+    return {"rows": len(rows), **separation(
+        *([rewards[k][i] for i in rows] for k in kinds))}
+  return {
+      "rows": len(domains), "probes": len(every), "unscorable": unscorable,
+      "unscorable_rate": unscorable / len(every) if every else NAN,
+      "overall": part(range(len(domains))),
+      "domains": {d: part([i for i, e in enumerate(domains) if e == d])
+                  for d in sorted(set(domains))},
+      "latency_ms": _latency(latencies_ms),
+  }
+
+
 def _mean(values: Sequence[float]) -> float:
   return float(np.mean(values)) if len(values) else NAN
 
@@ -163,9 +233,32 @@ def _pair_lines(pairs: Sequence[dict]) -> list[str]:
   return lines
 
 
+def _interval(p: Mapping, value: str) -> str:
+  return f"{fmt(p[value])} [{fmt(p['low'])}, {fmt(p['high'])}]"
+
+
+def separation_lines(report: Mapping) -> list[str]:
+  """A triple_report's overall and per-domain figures, one line each."""
+  head = (f"{'domain':<15}{'n':>4}  {'correct > wrong':<22}"
+          f"{'correct > off_topic':<22}AUC, correct vs rest")
+  lines = [head]
+  for name, part in [*report["domains"].items(), ("overall",
+                                                   report["overall"])]:
+    wrong, off = part["pairs"]
+    lines.append(f"{name:<15}{part['rows']:>4}  "
+                 f"{_interval(wrong, 'accuracy'):<22}"
+                 f"{_interval(off, 'accuracy'):<22}"
+                 f"{_interval(part['auc'], 'auc')}")
+  lines.append("[95% intervals: Wilson for the pairs (a tie counts half), "
+               "DeLong for the AUC]")
+  return lines
+
+
 def table(report: Mapping) -> str:
   """The report as the lines `grar judge validate` prints."""
   lines = []
+  if "domains" in report:
+    lines += separation_lines(report)
   if report.get("pairs"):
     lines += _pair_lines(report["pairs"])
   if "accuracy_at_half" in report:

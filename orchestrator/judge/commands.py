@@ -96,16 +96,19 @@ def add(sub, with_config) -> None:
                      "this process")
   val.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field of --config")
-  rows = val.add_mutually_exclusive_group(required=True)
+  rows = val.add_mutually_exclusive_group()
   rows.add_argument("--data", metavar="DATASET.jsonl",
                     help="dataset rows (prompt, answer, rubric): probes are "
                     "built from --n of them")
   rows.add_argument("--probes", metavar="PROBES.jsonl",
                     help="your own probes, every row: {prompt, reference?, "
-                    "completion, label: 0|1} or {prompt, reference?, better, "
-                    "worse}")
-  val.add_argument("--n", type=int, default=50,
-                   help="dataset rows to probe, a seeded choice (--data)")
+                    "completion, label: 0|1}, {prompt, reference?, better, "
+                    "worse} or {prompt, reference?, correct, wrong, "
+                    "off_topic, domain?}; default (neither --data nor "
+                    "--probes): the shipped held-out probe set")
+  val.add_argument("--n", type=int,
+                   help="rows to probe, a seeded choice (default: 50 of "
+                   "--data, every probe)")
   val.add_argument("--seed", type=int, default=0,
                    help="which rows, and the probes' wrong answers")
   val.add_argument("--aggregation", choices=["explicit", "implicit"],

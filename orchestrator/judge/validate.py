@@ -8,8 +8,14 @@ Users can bring their own probes instead: JSON Lines rows
   {"prompt", "reference"?, "completion", "label": 0 | 1, RUBRIC?}
 or
   {"prompt", "reference"?, "better", "worse", RUBRIC?}
+or, as the shipped probe sets (judge_server/probe_sets, the held-out one
+being the default), problems with three completions, reported per domain:
+  {"prompt", "reference"?, "correct", "wrong", "off_topic", RUBRIC?,
+   "id"?, "domain"?, "flaw"?, "format"?}
 where RUBRIC is "rubric": {"criteria": [...]} or "rubric_id": "PACK"
 (a row without a rubric gets the pack "general-reasoning", as datasets do).
+A row {"about": TEXT} alone is a header, skipped. A file holds triples or
+the other kinds, not both.
 """
 
 import concurrent.futures
@@ -35,7 +41,14 @@ from protos import judge_pb2
 REPORT = "judge_validation.json"
 TABLE = "judge_validation.txt"
 PROBE_KEYS = ("prompt", "reference", "completion", "label", "better", "worse",
-              "rubric", "rubric_id")
+              "correct", "wrong", "off_topic", "rubric", "rubric_id", "id",
+              "domain", "flaw", "format", "about")
+THREE = ("correct", "wrong", "off_topic")
+PROBE_SETS = pathlib.Path(probes_lib.__file__).parent / "probe_sets"
+HELDOUT = PROBE_SETS / "heldout.jsonl"
+# A probe row's kinds and the keys that say which it is.
+_SHAPES = (("labelled", ("completion", "label")), ("pair", ("better", "worse")),
+           ("three", THREE))
 TAGS = probes_lib.Tags(templates.REASONING_START, templates.REASONING_END,
                        templates.ANSWER_START, templates.ANSWER_END)
 # Probes per score() call, two calls in flight: enough prompts queued for
@@ -102,31 +115,41 @@ def probe_examples(client, examples: Sequence[dataset_lib.Example], seed: int,
 @dataclasses.dataclass(frozen=True)
 class UserProbe:
   """One row of a user's probe file: `example` holds its prompt, reference
-  (answer, "" when none) and rubric; either completion and label, or better
-  and worse."""
+  (answer, "" when none), rubric and domain; either completion and label,
+  better and worse, or `three` (kind of THREE -> completion)."""
   example: dataset_lib.Example
   completion: str = ""
   label: int | None = None
   better: str = ""
   worse: str = ""
+  three: dict[str, str] | None = None
 
 
 def load_probes(path, known_rubric_ids: Collection[str]) -> list[UserProbe]:
   """The probes of a JSON Lines (or parquet, saved dataset) file; raises
   DatasetError "<where>: <field>: <problem>" for the first bad row."""
-  def build(row: dict) -> UserProbe:
+  def build(row: dict) -> UserProbe | None:
+    if set(row) == {"about"}:
+      return None
     prompt = dataset_lib.text_field(row, "prompt")
     reference = (dataset_lib.text_field(row, "reference")
                  if "reference" in row else "")
-    labelled = "completion" in row or "label" in row
-    if labelled == ("better" in row or "worse" in row):
+    shapes = [name for name, keys in _SHAPES if any(k in row for k in keys)]
+    if len(shapes) != 1:
       raise dataset_lib.DatasetError(
-          "completion: give completion and label, or better and worse")
+          "completion: give completion and label, better and worse, or "
+          "correct, wrong and off_topic")
     # The dataset rows' rubric rules: inline, a known pack, or the default.
     rubric, rubric_id = dataset_lib._rubric(row, known_rubric_ids)
-    example = dataset_lib.Example("", dataset_lib.DEFAULT_DOMAIN, prompt,
+    domain = (dataset_lib.text_field(row, "domain") if "domain" in row
+              else dataset_lib.DEFAULT_DOMAIN)
+    example_id = dataset_lib.text_field(row, "id") if "id" in row else ""
+    example = dataset_lib.Example(example_id, domain, prompt,
                                   reference, rubric, rubric_id)
-    if not labelled:
+    if shapes == ["three"]:
+      return UserProbe(example, three={
+          k: dataset_lib.text_field(row, k) for k in THREE})
+    if shapes == ["pair"]:
       return UserProbe(example, better=dataset_lib.text_field(row, "better"),
                        worse=dataset_lib.text_field(row, "worse"))
     label = row.get("label")
@@ -135,12 +158,31 @@ def load_probes(path, known_rubric_ids: Collection[str]) -> list[UserProbe]:
       raise dataset_lib.DatasetError(f"label: must be 0 or 1, got {got}")
     return UserProbe(example, dataset_lib.text_field(row, "completion"),
                      label)
-  return dataset_lib.load_table(path, PROBE_KEYS, build)
+  loaded = [p for p in dataset_lib.load_table(path, PROBE_KEYS, build) if p]
+  if not loaded:
+    raise dataset_lib.DatasetError(f"{path}: no rows but the header")
+  if 0 < sum(p.three is not None for p in loaded) < len(loaded):
+    raise dataset_lib.DatasetError(
+        f"{path}: correct, wrong and off_topic rows mixed with others; "
+        "give one kind per file")
+  return loaded
 
 
 def probe_user(client, user: Sequence[UserProbe], aggregation: str | None,
                progress=None) -> dict:
-  """Scores a user's probes and returns validation.user_report."""
+  """Scores a user's probes and returns validation.user_report, or for
+  problems with three completions validation.triple_report."""
+  if user[0].three is not None:
+    results = score_all(client, [
+        request_for(p.example, p.three[k], f"three{i}-{k}", aggregation)
+        for i, p in enumerate(user) for k in THREE], progress)
+    rewards, latencies = {}, []
+    for k in THREE:
+      rewards[k], lat = _rewards(results,
+                                 [f"three{i}-{k}" for i in range(len(user))])
+      latencies += lat
+    return validation.triple_report([p.example.domain for p in user],
+                                    rewards, latencies)
   labelled = [p for p in user if p.label is not None]
   paired = [p for p in user if p.label is None]
   requests = (
@@ -238,14 +280,18 @@ def _say(message: str) -> None:
 
 def command(*, target: str | None, judge_config: JudgeConfig | None,
             channel: ChannelConfig, data: str | None, probes: str | None,
-            n: int, seed: int, aggregation: str | None, as_json: bool,
-            out=None) -> int:
+            n: int | None, seed: int, aggregation: str | None,
+            as_json: bool, out=None) -> int:
   """`grar judge validate`: the report on stdout (a table, or one JSON
-  object); progress on stderr. Returns the exit code."""
+  object); progress on stderr. Returns the exit code. Without data or
+  probes, the shipped held-out probe set (HELDOUT). n: rows drawn with
+  `seed` (default: 50 of a dataset, every probe)."""
   from judge_server import server as judge_server_lib
   out = out or sys.stdout
-  if n < 1:
+  if n is not None and n < 1:
     raise ValueError(f"--n: must be >= 1, got {n}")
+  if not data and not probes:
+    probes = str(HELDOUT)
   with contextlib.ExitStack() as stack:
     if judge_config is not None:
       # Rows are checked before a slow model load.
@@ -271,8 +317,8 @@ def command(*, target: str | None, judge_config: JudgeConfig | None,
   used = aggregation or judge_pb2.Aggregation.Name(
       info.default_aggregation).lower()
   header = (f"judge {info.backend}:{info.model}, {used} aggregation, on "
-            f"{data or probes}" + (f" ({len(items)} rows, seed {seed})"
-                                   if data else ""))
+            f"{data or probes} ({len(items)} rows"
+            + (f", seed {seed})" if data or n else ")"))
   if as_json:
     out.write(json.dumps(validation.json_ready({
         "judge": {"backend": info.backend, "model": info.model},
@@ -284,7 +330,9 @@ def command(*, target: str | None, judge_config: JudgeConfig | None,
   return 0
 
 
-def _items(data, probes, known: Collection[str], n: int, seed: int) -> list:
+def _items(data, probes, known: Collection[str], n: int | None, seed: int
+           ) -> list:
   if data:
-    return choose(dataset_lib.load_jsonl(data, known), n, seed)
-  return load_probes(probes, known)
+    return choose(dataset_lib.load_jsonl(data, known), n or 50, seed)
+  loaded = load_probes(probes, known)
+  return choose(loaded, n, seed) if n else loaded
