@@ -15,12 +15,12 @@ DEMO_DATA := runs/demo-data
 DEMO_TASKS := --tasks chain_sum --train 1000 --heldout 200 --seed 0 \
   --option chain_sum.max_terms=3 --option chain_sum.max_digits=2
 
-.PHONY: demo demo-data demo-tiny test test-fast protos vllm clean
+.PHONY: demo demo-data demo-tiny test test-fast docs protos vllm clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q "pip==$(PIP_VERSION)"
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,docs]"
 	touch $(STAMP)
 
 # SFT -> GRPO -> held-out eval of base, SFT and SFT+GRPO on the shipped
@@ -47,13 +47,22 @@ $(VLLM_STAMP): constraints-vllm.txt
 
 vllm: $(VLLM_STAMP)
 
-test: $(STAMP) $(VLLM_STAMP)
+# The docs first: a strict build takes seconds, the suite minutes.
+test: $(STAMP) $(VLLM_STAMP) docs
 	$(PY) -m pytest -q
 
 # Everything but the slow, vLLM, Ray and end-to-end tests (markers in
 # pyproject.toml): under 3 minutes on 2 cores, no .venv-vllm needed.
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not vllm and not ray and not e2e"
+
+# The documentation site, into build/site; its reference pages are generated
+# from the code as it builds (docs/gen_reference.py), and --strict turns a
+# broken link or a page missing from the nav into a failure.
+# (NO_MKDOCS_2_WARNING: Material prints a notice about its successor on
+# every build otherwise.)
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 protos: $(STAMP)
 	$(PY) -m protos.generate
