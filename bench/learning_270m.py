@@ -5,7 +5,9 @@ From one SFT warm start, two arms get the same training wall time:
   (b) GRPO from the SFT adapters, rewarded by the format and by the task's
       own verifier (answer).
 Both are evaluated greedily on the same generated held-out problems after
-every segment of training, and the curves are printed with 95 % intervals.
+every segment of training, and the curves are printed with 95 % intervals;
+each arm's end point is compared with the warm start and GRPO's with SFT's
+as paired differences on those problems (Newcombe's 95 % interval).
 
 The GRPO arm's reward is rules only (format 0.2, answer 0.8): the judge's
 part of the demo's reward is measured on its own by `grar judge validate`,
@@ -85,7 +87,7 @@ def _grpo_config(data: pathlib.Path, out: pathlib.Path, init: pathlib.Path,
 def _accuracy(run: str, data: pathlib.Path, out: pathlib.Path,
               args) -> dict:
   """Greedy held-out answer accuracy of a run directory's last adapters
-  ("" run: the base model)."""
+  ("" run: the base model), and `eval`, the evaluation's directory."""
   report = evaluate.evaluate(evaluate.EvalConfig(
       model=MODEL, mesh=config_lib.MeshConfig(policy=ONE, judge=ONE),
       data=config_lib.DataConfig(path=str(data / "heldout.jsonl")),
@@ -97,7 +99,16 @@ def _accuracy(run: str, data: pathlib.Path, out: pathlib.Path,
   summary = report.summaries["c"]
   return {"answer": summary["answer_accuracy"],
           "ci": list(summary.get("answer_accuracy_ci", [float("nan")] * 2)),
-          "format": summary["format_accuracy"]}
+          "format": summary["format_accuracy"], "eval": str(out)}
+
+
+def _paired(earlier: dict, later: dict) -> dict:
+  """evaluate.paired of two points' answers: later's answer accuracy minus
+  earlier's on the same held-out problems."""
+  rows = [[json.loads(line) for line in
+           (pathlib.Path(p["eval"]) / evaluate.ROWS).open()]
+          for p in (earlier, later)]
+  return evaluate.paired(earlier["arm"], *rows)
 
 
 def _say(message: str) -> None:
@@ -199,9 +210,23 @@ def main() -> int:
     print(f"{c['arm']:>6} {c['train_s']:8.0f} {c['steps']:6d}  {c['answer']:.3f}"
           f" [{c['ci'][0]:.3f}, {c['ci'][1]:.3f}]   {c['format']:.3f}")
   sft_end, grpo_end = sft_points[-1], grpo_points[-1]
+  diffs = {"sft_minus_warm": _paired(warm, sft_end),
+           "grpo_minus_warm": _paired(warm, grpo_end),
+           "grpo_minus_sft": _paired(sft_end, grpo_end)}
+  print(f"\n{'paired, end points':<18} {'difference [95 %]':<23} "
+        f"{'b':>4} {'c':>4}")
+  for name, d in diffs.items():
+    low, high = d["answer_accuracy_diff_ci"]
+    print(f"{name:<18} {d['answer_accuracy_diff']:+.3f} [{low:+.3f}, "
+          f"{high:+.3f}] {d['b']:4d} {d['c']:4d}")
+  pairs = " ".join(
+      f"{name}={d['answer_accuracy_diff']:+.3f} "
+      f"{name}_low={d['answer_accuracy_diff_ci'][0]:+.3f} "
+      f"{name}_high={d['answer_accuracy_diff_ci'][1]:+.3f}"
+      for name, d in diffs.items())
   print(f"task={args.task} heldout={args.heldout} warm_acc={warm['answer']:.3f}"
         f" sft_acc={sft_end['answer']:.3f} grpo_acc={grpo_end['answer']:.3f} "
-        f"grpo_minus_sft={grpo_end['answer'] - sft_end['answer']:+.3f} "
+        f"{pairs} "
         f"sft_train_s={sft_end['train_s']:.0f} "
         f"grpo_train_s={grpo_end['train_s']:.0f} "
         f"time_ratio={grpo_end['train_s'] / sft_end['train_s']:.3f}")
