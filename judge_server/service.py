@@ -13,11 +13,12 @@ import time
 from typing import AsyncIterator, Mapping
 
 import grpc
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.unknown_fields import UnknownFieldSet
 
 from judge_server import scoring
 from judge_server import teacher as teacher_lib
-from judge_server.backends.base import Backend
+from judge_server.backends.base import Backend, TokenizerInfo
 from judge_server.batching import MicroBatcher
 from judge_server.config import CriteriaConfig, Limits
 from judge_server.limits import Admission, Overloaded, prompt_count, refuse
@@ -30,6 +31,14 @@ _STATUS = {"scored": judge_pb2.SCORED, "unscorable": judge_pb2.UNSCORABLE}
 
 class InvalidRequest(ValueError):
   """A request that breaks the contract; the message starts with the field."""
+
+
+def _shown(text: str, limit: int = 80) -> str:
+  """`text` as a refusal quotes it: a refusal is one short line, whatever
+  size of field it refuses."""
+  if len(text) <= limit:
+    return repr(text)
+  return f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 def _check_length(field: str, text: str, limit: int, limit_name: str) -> None:
@@ -45,8 +54,9 @@ def _rubric(request: judge_pb2.ScoreRequest, packs: Mapping[str, Rubric],
     raise InvalidRequest("rubric: one of rubric or rubric_id is required")
   if source == "rubric_id":
     if request.rubric_id not in packs:
-      raise InvalidRequest(f"rubric_id: unknown rubric {request.rubric_id!r} "
-                           f"(known: {', '.join(sorted(packs))})")
+      raise InvalidRequest(
+          f"rubric_id: unknown rubric {_shown(request.rubric_id)} (known: "
+          f"{', '.join(sorted(packs))})")
     return packs[request.rubric_id]
   n = len(request.rubric.criteria)
   if n > limits.max_criteria:
@@ -184,7 +194,7 @@ class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
   async def Score(self, request_iterator, context
                   ) -> AsyncIterator[judge_pb2.ScoreResult]:
     """Scores each request as it arrives; yields in completion order."""
-    def accept(request: judge_pb2.ScoreRequest):
+    async def accept(request: judge_pb2.ScoreRequest):
       job = self._scorer.validate(request)
       return job.rollout_id, prompt_count(job), (
           lambda received: self._scorer.score("Score", job, received))
@@ -195,10 +205,27 @@ class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
   async def TokenLogprobs(self, request_iterator, context
                           ) -> AsyncIterator[judge_pb2.LogprobsResult]:
     """The teacher's log-probs of each completion as it arrives; yields in
-    completion order. UNIMPLEMENTED for a backend that gives none."""
+    completion order. The backend's tokenizer is asked only once a request
+    has passed every check that does not need it: UNAVAILABLE while it
+    cannot answer, UNIMPLEMENTED for a backend that gives no log-probs."""
     teacher = self._teacher
+
+    async def accept(request: judge_pb2.LogprobsRequest):
+      try:
+        query = teacher_lib.validate(request, self._limits)
+        teacher_lib.check_vocabulary(query, await self._tokenizer(context))
+      except ValueError as e:
+        raise InvalidRequest(str(e)) from None
+      return request.rollout_id, 1, (lambda received: teacher.logprobs(
+          "TokenLogprobs", request.rollout_id, query, received))
+    async for result in self._serve_stream("TokenLogprobs", request_iterator,
+                                           context, accept):
+      yield result
+
+  async def _tokenizer(self, context) -> TokenizerInfo:
+    """The backend's tokenizer, or the call aborted saying why not."""
     try:
-      tokenizer = await teacher.tokenizer()
+      tokenizer = await self._teacher.tokenizer()
     except Exception as e:  # an endpoint down: the caller may try later
       details = (f"backend {self._backend.name} cannot read its tokenizer "
                  f"now: {type(e).__name__}: {e}")
@@ -210,17 +237,7 @@ class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
       self._observer.refused("TokenLogprobs", grpc.StatusCode.UNIMPLEMENTED,
                              details)
       await context.abort(grpc.StatusCode.UNIMPLEMENTED, details)
-
-    def accept(request: judge_pb2.LogprobsRequest):
-      try:
-        query = teacher_lib.validate(request, self._limits, tokenizer)
-      except ValueError as e:
-        raise InvalidRequest(str(e)) from None
-      return request.rollout_id, 1, (lambda received: teacher.logprobs(
-          "TokenLogprobs", request.rollout_id, query, received))
-    async for result in self._serve_stream("TokenLogprobs", request_iterator,
-                                           context, accept):
-      yield result
+    return tokenizer
 
   async def _serve_stream(self, rpc: str, request_iterator, context, accept
                           ) -> AsyncIterator:
@@ -235,10 +252,11 @@ class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
   async def _stream(self, rpc: str, request_iterator, context, accept
                     ) -> AsyncIterator:
     """Answers each request as it arrives, in completion order. `accept`
-    turns a request into (rollout_id, prompts it queues, work), where
-    work(received) answers it; InvalidRequest aborts the stream. Raises
-    Overloaded, once this stream's work in flight is answered, when a
-    request found the queue full: the caller re-sends from there."""
+    (a coroutine) turns a request into (rollout_id, prompts it queues,
+    work), where work(received) answers it; InvalidRequest aborts the
+    stream. Raises Overloaded, once this stream's work in flight is
+    answered, when a request found the queue full: the caller re-sends
+    from there."""
     reading = asyncio.ensure_future(anext(request_iterator, None))
     working: set[asyncio.Task] = set()
     in_flight: set[str] = set()
@@ -281,10 +299,10 @@ class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
     """(prompts, work) of the request, marked in flight; aborts the stream
     if it is invalid."""
     try:
-      rollout_id, prompts, work = accept(request)
+      rollout_id, prompts, work = await accept(request)
     except InvalidRequest as e:
       await self._invalid(context, rpc,
-                          f"rollout_id={request.rollout_id}: {e}")
+                          f"rollout_id={_shown(request.rollout_id)}: {e}")
     if rollout_id in in_flight:
       await self._invalid(
           context, rpc,
@@ -321,10 +339,31 @@ _SERVICE = judge_pb2.DESCRIPTOR.services_by_name["JudgeService"]
 _REPORTED_LIMITS = frozenset(judge_pb2.Limits.DESCRIPTOR.fields_by_name)
 
 
+def _unknown_field(message: Message, where: str = "request") -> str | None:
+  """Where `message` (or a message in it) carries a field its type does not
+  have, or None. Such a field would be dropped unread: a newer client's
+  field would silently change what it asked for, and bytes that are no
+  message at all parse this way when the type has no fields."""
+  unknown = UnknownFieldSet(message)
+  if len(unknown):
+    return (f"{where}: field number {unknown[0].field_number} is not a "
+            f"field of {message.DESCRIPTOR.full_name}")
+  for field, value in message.ListFields():
+    if field.type == field.TYPE_MESSAGE:
+      items = value if field.is_repeated else [value]
+      for i, item in enumerate(items):
+        index = f"[{i}]" if field.is_repeated else ""
+        found = _unknown_field(item, f"{where}.{field.name}{index}")
+        if found:
+          return found
+  return None
+
+
 class StrictDecoding(grpc.aio.ServerInterceptor):
-  """Request bytes of a JudgeService call that are not its message type are
-  INVALID_ARGUMENT naming the type, counted like every refusal; gRPC's own
-  answer would be UNKNOWN, which reads as the judge's fault."""
+  """Request bytes of a JudgeService call that are not its message type,
+  or carry fields the type does not have, are INVALID_ARGUMENT naming the
+  type, counted like every refusal; gRPC's own answer would be UNKNOWN,
+  which reads as the judge's fault, or an answer to a question not asked."""
 
   def __init__(self, observer: Observer):
     self._observer = observer
@@ -339,11 +378,15 @@ class StrictDecoding(grpc.aio.ServerInterceptor):
 
     async def decode(raw: bytes, context):
       try:
-        return parse(raw)
+        request = parse(raw)
       except DecodeError as e:
         details = f"request: not a valid {expected}: {e}"
-        self._observer.refused(name, grpc.StatusCode.INVALID_ARGUMENT, details)
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, details)
+      else:
+        details = _unknown_field(request)
+        if details is None:
+          return request
+      self._observer.refused(name, grpc.StatusCode.INVALID_ARGUMENT, details)
+      await context.abort(grpc.StatusCode.INVALID_ARGUMENT, details)
 
     if handler.request_streaming:  # Score, TokenLogprobs: streams both ways
       async def requests(raw_requests, context):

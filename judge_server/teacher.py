@@ -39,20 +39,19 @@ class TeacherFace(Backend):
     return await self._backend.token_logprobs(queries)
 
 
-def _ids(field: str, ids, vocab_size: int) -> tuple[int, ...]:
+def _ids(field: str, ids) -> tuple[int, ...]:
   if not ids:
     raise ValueError(f"{field}: at least one token is required")
-  bad = next((i for i in ids if i < 0 or (vocab_size and i >= vocab_size)),
-             None)
+  bad = next((i for i in ids if i < 0), None)
   if bad is not None:
-    raise ValueError(f"{field}: token id {bad} is outside the judge's "
-                     f"vocabulary of {vocab_size} tokens")
+    raise ValueError(f"{field}: token id {bad} is negative")
   return tuple(ids)
 
 
-def validate(request: judge_pb2.LogprobsRequest, limits: Limits,
-             tokenizer: TokenizerInfo) -> LogprobsQuery:
-  """The query a request asks for; ValueError naming the field."""
+def validate(request: judge_pb2.LogprobsRequest,
+             limits: Limits) -> LogprobsQuery:
+  """The query a request asks for, checked as far as it can be without the
+  backend; ValueError naming the field."""
   if len(request.rollout_id) > limits.max_rollout_id_chars:
     raise ValueError(f"rollout_id: {len(request.rollout_id)} characters, "
                      f"more than max_rollout_id_chars="
@@ -61,10 +60,21 @@ def validate(request: judge_pb2.LogprobsRequest, limits: Limits,
   if n > limits.max_logprob_tokens:
     raise ValueError(f"completion_tokens: {n} tokens with the prompt's, more "
                      f"than max_logprob_tokens={limits.max_logprob_tokens}")
-  return LogprobsQuery(
-      _ids("prompt_tokens", request.prompt_tokens, tokenizer.vocab_size),
-      _ids("completion_tokens", request.completion_tokens,
-           tokenizer.vocab_size))
+  return LogprobsQuery(_ids("prompt_tokens", request.prompt_tokens),
+                       _ids("completion_tokens", request.completion_tokens))
+
+
+def check_vocabulary(query: LogprobsQuery, tokenizer: TokenizerInfo) -> None:
+  """ValueError naming the field of the first id outside the backend's
+  vocabulary (a vocab_size of 0: unknown, any id goes)."""
+  if not tokenizer.vocab_size:
+    return
+  for field, ids in (("prompt_tokens", query.prompt),
+                     ("completion_tokens", query.completion)):
+    bad = next((i for i in ids if i >= tokenizer.vocab_size), None)
+    if bad is not None:
+      raise ValueError(f"{field}: token id {bad} is outside the judge's "
+                       f"vocabulary of {tokenizer.vocab_size} tokens")
 
 
 class Teacher:
