@@ -10,7 +10,7 @@ import pathlib
 import sys
 
 from grar_config.strict import ConfigError
-from orchestrator import devices
+from orchestrator import devices, version
 from orchestrator.judge import commands as judge_commands
 
 # The packages whose own `raise ValueError(...)` speaks to the user.
@@ -236,6 +236,8 @@ def parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="grar", description=__doc__.splitlines()[0])
   p.add_argument("--debug", action="store_true",
                  help="a traceback for every error, a user's mistake too")
+  p.add_argument("--version", action="version",
+                 version=f"%(prog)s {version.version()}")
   sub = p.add_subparsers(dest="command", required=True)
 
   def with_config(sp, required=True):

@@ -16,6 +16,8 @@ import re
 
 import yaml
 
+from orchestrator import version
+
 CONFIG = "config.yaml"
 METRICS = "metrics.csv"
 JOURNAL = "journal.msgpack"
@@ -40,8 +42,17 @@ def create(output_dir: str, run_name: str, config_dict: dict) -> pathlib.Path:
     raise RunDirError(f"run directory {run_dir} exists and is not empty; "
                       "pick another run_name, or resume it with --resume")
   (run_dir / CHECKPOINTS).mkdir(parents=True)
-  (run_dir / CONFIG).write_text(yaml.safe_dump(config_dict, sort_keys=False))
+  write_config(run_dir, config_dict)
   return run_dir
+
+
+def write_config(run_dir: pathlib.Path, config_dict: dict) -> None:
+  """RUN_DIR/config.yaml: the run's config, headed by the version of grar
+  that wrote it. A comment, so the copy still loads as the config it is
+  (--resume reads it back; unknown keys are errors)."""
+  (run_dir / CONFIG).write_text(
+      f"# written by grar {version.version()}\n"
+      + yaml.safe_dump(config_dict, sort_keys=False))
 
 
 def checkpoint_dir(run_dir: pathlib.Path, step: int) -> pathlib.Path:
