@@ -13,16 +13,16 @@ backend), each timed after a warm-up call (compiled) as the median of
   judge      the judge's forward over every judge prompt (last logits only)
 Each phase's limit is max(FLOPs / matmul peak, bytes / memory bandwidth),
 with the peak (a float32 jnp.dot of --matmul-size squares) and bandwidth (a
-reduction over 512 MiB) measured here in the same run. FLOPs count every
-matrix product (2 per multiply-add: projections, attention scores and
-values, the logits over the vocabulary where they are computed) of the
-tokens the phase needs: each rollout's own prompt and completion tokens for
-reference, old_logps and update (so padding counts against the phase), the
-padded prompts and every decode step for generate (tunix prefills the
-padded batch), the packed and padded rows for the judge; bytes
-count the weights read once per pass (once per decode step when
-generating) and nothing else, so the limits are lower bounds and a ratio
-is "how many times the machine's best".
+reduction over 512 MiB) measured here in the same run. FLOPs count only the
+work the step needs (2 per multiply-add: projections, attention scores and
+values, the logits over the vocabulary): each rollout's own prompt and
+completion tokens, logits at completion positions only, for reference,
+old_logps and update; each prompt's own length in prefill and every decode
+step for generate; the packed rows for the judge. Padding, and logits
+nobody reads, count against the phase. Bytes count the weights read once
+per pass (once per decode step when generating) and nothing else, so the
+limits are lower bounds and a ratio is "how many times the machine's best".
+The step's total is printed against the sum of the limits.
 
 Usage: python bench/step_270m.py [--runs 3] [--size SIZE --dtype bfloat16]
 --size 1b (or 4b, 12b) measures a random-weight Gemma-3 of that shape
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
   generator = rollout.RolloutGenerator(
       policy, tok, policy_mesh, max_prompt_tokens=PROMPT_TOKENS,
       max_new_tokens=NEW_TOKENS)
-  updater = grpo.GRPOUpdater(policy, policy_mesh, tok.pad_id(), tok.eos_id(),
+  updater = grpo.GRPOUpdater(policy, policy_mesh, tok.pad_id(),
                              grpo.UpdateConfig(num_generations=G))
   examples = _examples()
   prompts = [templates.render(ex.prompt) for ex in examples]
@@ -198,13 +198,14 @@ def main(argv=None) -> int:
   judge_padded = (backend.tokens.padded - before.padded) / calls
 
   prompt_len = int(rolls.prompt_tokens.shape[1])
+  own = (rolls.prompt_tokens != tok.pad_id()).sum(1)
   steps = int(rolls.completion_lengths.max())
   forward = shape.forward_flops(lengths, N * T)
-  # Prefill is one pass over the padded prompts; every decode step reads
-  # the weights once for N new tokens.
+  # Prefill is one pass over each prompt's own tokens; every decode step
+  # reads the weights once for N new tokens.
   work = {
-      "generate": (shape.forward_flops([prompt_len] * N, N)
-                   + shape.decode_flops(N, prompt_len, steps),
+      "generate": (shape.forward_flops(own, N)
+                   + shape.decode_flops(N, int(own.max()), steps),
                    (steps + 1) * shape.param_bytes),
       "reference": (forward, shape.param_bytes),
       "old_logps": (forward, shape.param_bytes),
@@ -227,11 +228,14 @@ def main(argv=None) -> int:
     print(f"{name:>10} {seconds:9.3f} {flops / 1e9:8.1f} {nbytes / 1e9:8.2f} "
           f"{limit:8.3f} {ratios[name]:8.1f}")
   total = sum(times.values())
-  print(f"\n{N} rollouts, prompts {prompt_len} tokens (padded), {steps} decode "
-        f"steps; judge {len(judge_texts)} prompts in rows of {judge_rows:.0f} "
-        f"tokens, {judge_padded:.0f} padded, per call; phases sum to "
-        f"{total:.1f} s")
+  limits = sum(times[k] / ratios[k] for k in times)
+  print(f"\n{N} rollouts, prompts {prompt_len} tokens padded ({own.min()}-"
+        f"{own.max()} their own), {steps} decode steps; judge "
+        f"{len(judge_texts)} prompts in rows of {judge_rows:.0f} tokens, "
+        f"{judge_padded:.0f} padded, per call; phases sum to {total:.1f} s, "
+        f"{total / limits:.2f}x the sum of their limits ({limits:.2f} s)")
   print(" ".join([f"{k}_x_limit={v:.3g}" for k, v in ratios.items()]
+                 + [f"step_s={total:.3g}", f"step_x_limit={total / limits:.3g}"]
                  + [f"{k}_share={times[k] / total:.3f}" for k in times]
                  + [f"matmul_gflops={peak / 1e9:.3g}",
                     f"bandwidth_gbs={bandwidth / 1e9:.3g}"]))

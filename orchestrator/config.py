@@ -133,6 +133,15 @@ class GRPOConfig:
   # batches, which reads as a bug in metrics.csv. mse_kl: (log p - log
   # p_ref)^2 / 2.
   kl_estimator: Literal["low_var_kl", "kl", "mse_kl"] = "low_var_kl"
+  # How per-token losses become the batch's: sequence-mean-token-mean
+  # (GRPO's: each completion's mean, then their mean), token-mean (DAPO's:
+  # every token counts the same) or sequence-mean-token-scale (Dr. GRPO's:
+  # each completion's sum over rollout.max_new_tokens, no length bias).
+  # Only the rollouts of groups that carry signal count (policy_worker/
+  # grpo.py): a batch with none makes no optimizer step.
+  loss_aggregation: Literal["sequence-mean-token-mean", "token-mean",
+                            "sequence-mean-token-scale"] = (
+                                "sequence-mean-token-mean")
 
   def __post_init__(self):
     positive(self, "epsilon", "learning_rate", "max_grad_norm", "lora_rank",

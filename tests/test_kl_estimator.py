@@ -41,7 +41,7 @@ def batch():
 def _updater(batch, estimator):
   mesh, policy, start, _, tok, _ = batch
   return grpo.GRPOUpdater(
-      policy, mesh, tok.pad_id(), tok.eos_id(),
+      policy, mesh, tok.pad_id(),
       grpo.UpdateConfig(num_generations=G, beta=0.04, learning_rate=1e-3,
                         kl_estimator=estimator), reference_lora=start)
 
@@ -49,7 +49,7 @@ def _updater(batch, estimator):
 def test_the_reference_is_the_base_model_without_a_copy_of_it(batch):
   mesh, policy, _, base_model, tok, rolls = batch
   updater = _updater(batch, "low_var_kl")
-  base = grpo.GRPOUpdater(base_model, mesh, tok.pad_id(), tok.eos_id(),
+  base = grpo.GRPOUpdater(base_model, mesh, tok.pad_id(),
                           grpo.UpdateConfig(num_generations=G))
   np.testing.assert_allclose(updater.reference_logps(rolls),
                              base.policy_logps(rolls), atol=1e-5)

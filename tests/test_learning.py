@@ -33,7 +33,7 @@ def test_mean_reward_rises_on_a_verifiable_task():
   generator = rollout.RolloutGenerator(policy, tok, mesh, max_prompt_tokens=32,
                                        max_new_tokens=12)
   updater = grpo.GRPOUpdater(
-      policy, mesh, tok.pad_id(), tok.eos_id(),
+      policy, mesh, tok.pad_id(),
       grpo.UpdateConfig(num_generations=G, beta=0.0, learning_rate=0.01))
   curve = []
   for step in range(STEPS):

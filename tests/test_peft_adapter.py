@@ -136,7 +136,7 @@ def test_vllm_with_the_adapter_gives_tunixs_lora_log_probs(
       for prompt, completion in teacher.PAIRS]
   tunix = [grpo.completion_logps(
       model, Rollouts(np.array([q.prompt]), np.array([q.completion]), [""]),
-      mesh, tokenizer.pad_id(), tokenizer.eos_id())[0] for q in queries]
+      mesh, tokenizer.pad_id())[0] for q in queries]
   built = time.monotonic()
   out = peft_adapter.write(model, ALPHA, tmp_path / "adapter")
   written = time.monotonic()

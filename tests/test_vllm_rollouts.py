@@ -46,8 +46,7 @@ def _models(server) -> set[str]:
 
 def _mismatch(policy, rolls, tokenizer) -> float:
   mine = grpo.completion_logps(policy, rolls, test_export._mesh(),
-                               tokenizer.pad_id(), tokenizer.eos_id(),
-                               TEMPERATURE)
+                               tokenizer.pad_id(), TEMPERATURE)
   mask = rolls.completion_tokens != tokenizer.pad_id()
   return truncated_importance_weights(mine, rolls.logps, mask, 2.0)[1][
       "engine_logp_mismatch"]

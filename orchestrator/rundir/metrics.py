@@ -59,10 +59,11 @@ class MetricsWriter:
                if "teacher_kl_mean" in row else "")
     engine = (f"engine |dlogp| {row['engine_logp_mismatch']:.4f}  "
               if "engine_logp_mismatch" in row else "")
+    update = ("no group with signal, no update" if row.get("update_skipped")
+              else f"loss {row['loss']:.4f}  kl {row['kl']:.4f}")
     print(f"[{bar}] step {step}/{self._total}{level}  reward "
-          f"{row['reward_mean']:.3f}  judge {row['judge_mean']:.3f}  loss "
-          f"{row['loss']:.4f}  "
-          f"kl {row['kl']:.4f}  {teacher}{engine}{row['time_step']:.1f}s/step  "
+          f"{row['reward_mean']:.3f}  judge {row['judge_mean']:.3f}  "
+          f"{update}  {teacher}{engine}{row['time_step']:.1f}s/step  "
           f"eta {eta:.0f}s",
           file=self._out, flush=True)
 

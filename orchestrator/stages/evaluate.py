@@ -188,8 +188,7 @@ class _Teacher:
     rolls = generator.generate(prompts, self.samples, temperature=1.0,
                                top_p=1.0, seed=seed)
     pad = tokenizer.pad_id()
-    student = grpo.completion_logps(model, rolls, mesh, pad,
-                                    tokenizer.eos_id())
+    student = grpo.completion_logps(model, rolls, mesh, pad)
     ids = [f"{rollout_id}-{i}" for i in range(len(rolls.texts))]
     teacher, answered, _ = teacher_lib.logps(
         ids, self.client.token_logprobs(

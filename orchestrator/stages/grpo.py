@@ -160,13 +160,13 @@ class _Trainer:
     # the updater keeps those adapters and shares the base weights.
     self.updater = grpo.GRPOUpdater(
         self.policy, policy_mesh, self.tokenizer.pad_id(),
-        self.tokenizer.eos_id(),
         grpo.UpdateConfig(
             num_generations=cfg.rollout.num_generations, beta=cfg.grpo.beta,
             epsilon=cfg.grpo.epsilon, learning_rate=cfg.grpo.learning_rate,
             max_grad_norm=cfg.grpo.max_grad_norm,
             temperature=cfg.rollout.temperature,
-            kl_estimator=cfg.grpo.kl_estimator))
+            kl_estimator=cfg.grpo.kl_estimator,
+            loss_aggregation=cfg.grpo.loss_aggregation))
     self.version = 0
     self.source.publish(self.version, self.policy)
     self.unscorable_streak = 0
@@ -204,7 +204,12 @@ class _Trainer:
     components["relevance"] = np.array(
         [self.relevance.score(text, ex)
          for text, ex in zip(rolls.texts, owners)])
-    ref_logps = self.updater.reference_logps(rolls) if cfg.grpo.beta else None
+    # No reference pass while the policy is the reference: the update then
+    # takes the KL as exactly 0, or the behaviour log-probs below as the
+    # reference's once the policy has moved on.
+    ref_logps = (self.updater.reference_logps(rolls)
+                 if cfg.grpo.beta and not self.updater.at_reference()
+                 else None)
     # Distillation compares the teacher with the student that sampled;
     # another engine's samples are weighed against the trainer's log-probs.
     old_logps = (self.updater.policy_logps(rolls)
