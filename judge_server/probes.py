@@ -1,7 +1,8 @@
 """Judge validation probes: completions whose right order any judge must see.
 
 From a row's reference answer, each kind is a completion of known quality:
-  correct    the reference in the reasoning format
+  correct    the reference after a line of reasoning, in the reasoning
+             format's tags (even rows) or stated after it (odd rows)
   wrong      the same reasoning with a wrong answer: a perturbed number for
              a numeric reference, another row's different reference otherwise
   off_topic  one off-topic sentence
@@ -77,6 +78,9 @@ _OFF_TOPIC = (
     "Tulips grow best in well drained soil with plenty of sun.",
     "The museum in town opens an exhibition of old maps next month.",
 )
+# How an untagged probe gives its answer after its reasoning.
+_UNTAGGED = ("{thinking} So the answer is {answer}.",
+             "{thinking}\n\nFinal answer: {answer}")
 _FILLER = (
     "Let me restate the question in my own words to be sure I read it "
     "correctly.",
@@ -137,6 +141,8 @@ def build(references: Sequence[str], tags: Tags, seed: int = 0
 
   Deterministic in (references, seed): row i draws from a generator seeded
   with (seed, i). "wrong" for a non-numeric reference is another row's.
+  Even rows are written in the tags; odd rows without them, the answer
+  stated after the reasoning (no_answer: the reasoning alone).
   """
   probes = []
   for i, reference in enumerate(references):
@@ -144,7 +150,14 @@ def build(references: Sequence[str], tags: Tags, seed: int = 0
     reasoning = rng.choice(_REASONINGS)
     wrong = wrong_answer(reference, references, rng)
 
+    # Every other row is written without the tags, as a reader would, so
+    # the check does not only see the shape of the rubrics' worked examples.
+    untagged = None if i % 2 == 0 else rng.choice(_UNTAGGED)
+
     def shaped(thinking: str, answer: str | None) -> str:
+      if untagged is not None:
+        return thinking if answer is None else untagged.format(
+            thinking=thinking, answer=answer.strip())
       text = f"{tags.reasoning_start}{thinking}{tags.reasoning_end}"
       if answer is not None:
         text += f"\n{tags.answer_start}{answer.strip()}{tags.answer_end}"

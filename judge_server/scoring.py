@@ -90,8 +90,9 @@ async def score(job: Job, batcher: MicroBatcher,
     if j.score is None:
       return _unscorable(f"reward model: {j.reason}")
     return Outcome("scored", j.score)
-  asked = _rubric_prompts(job, answer, few_shot)
   check = criteria.answer_check if job.reference.strip() else 0.0
+  # At a share of 1 the rubric's prompts would weigh nothing: not asked.
+  asked = _rubric_prompts(job, answer, few_shot) if check < 1 else []
   if check:
     asked.append(prompts.answer_check_prompt(job.prompt, job.completion,
                                              job.reference, answer))
@@ -104,6 +105,8 @@ async def score(job: Job, batcher: MicroBatcher,
           else f"criterion {i}: {j.reason}")
   if checked is not None and checked.score is None:
     return _unscorable(f"answer check: {checked.reason}")
+  if not judgements:
+    return Outcome("scored", checked.score)
   if job.aggregation == "implicit":
     reward = aggregation.implicit(judgements[0].score)
     per_criterion = ()

@@ -121,6 +121,9 @@ def separation(correct: Sequence[float | None], wrong: Sequence[float | None],
           "auc": auc_interval(correct, [*wrong, *off_topic])}
 
 
+_THREE = ("correct", "wrong", "off_topic")
+
+
 def triple_report(domains: Sequence[str],
                   rewards: Mapping[str, Sequence[float | None]],
                   latencies_ms: Sequence[float]) -> dict:
@@ -129,21 +132,25 @@ def triple_report(domains: Sequence[str],
   (None: unscorable). Returns overall and per domain (sorted) separation(),
   with rows, probes, unscorable, unscorable_rate and latency_ms as in
   probe_report."""
-  kinds = ("correct", "wrong", "off_topic")
-  every = [r for k in kinds for r in rewards[k]]
+  every = [r for k in _THREE for r in rewards[k]]
   unscorable = sum(r is None for r in every)
-
-  def part(rows: Sequence[int]) -> dict:
-    return {"rows": len(rows), **separation(
-        *([rewards[k][i] for i in rows] for k in kinds))}
   return {
       "rows": len(domains), "probes": len(every), "unscorable": unscorable,
       "unscorable_rate": unscorable / len(every) if every else NAN,
-      "overall": part(range(len(domains))),
-      "domains": {d: part([i for i, e in enumerate(domains) if e == d])
-                  for d in sorted(set(domains))},
-      "latency_ms": _latency(latencies_ms),
+      **by_domain(domains, rewards), "latency_ms": _latency(latencies_ms),
   }
+
+
+def by_domain(domains: Sequence[str],
+              rewards: Mapping[str, Sequence[float | None]]) -> dict:
+  """separation() over every row ("overall") and per domain ("domains",
+  sorted), each with its number of rows."""
+  def part(rows: Sequence[int]) -> dict:
+    return {"rows": len(rows), **separation(
+        *([rewards[k][i] for i in rows] for k in _THREE))}
+  return {"overall": part(range(len(domains))),
+          "domains": {d: part([i for i, e in enumerate(domains) if e == d])
+                      for d in sorted(set(domains))}}
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -158,13 +165,17 @@ def _latency(latencies_ms: Sequence[float]) -> dict[str, float]:
 
 
 def probe_report(rewards: Mapping[str, Sequence[float | None]],
-                 latencies_ms: Sequence[float]) -> dict:
+                 latencies_ms: Sequence[float],
+                 domains: Sequence[str] | None = None) -> dict:
   """The report on built probes.
 
   rewards: per kind of probes.KINDS, [rows] rewards, row i of every kind
     built from the same reference (None: unscorable).
   latencies_ms: the server's latency of each scored probe (one rollout).
-  Returns a JSON-ready dict (nan where undefined): rows, probes, unscorable,
+  domains: row i's domain (default: all "general"), for by_domain().
+  Returns a JSON-ready dict (nan where undefined): by_domain()'s overall
+  and domains (correct against wrong and off_topic), rows, probes,
+  unscorable,
   unscorable_rate, pairs (per probes.PAIRS: name, accuracy, low, high, n),
   auc (correct against every kind of probes.BAD_KINDS), spread (std over
   all scored rewards; mean per kind), injection_above_correct (rate, n) and
@@ -176,6 +187,7 @@ def probe_report(rewards: Mapping[str, Sequence[float | None]],
   injected = [(c, i) for c, i in zip(rewards["correct"], rewards["injection"])
               if c is not None and i is not None]
   return {
+      **by_domain(domains or ["general"] * rows, rewards),
       "rows": rows, "probes": len(every),
       "unscorable": len(every) - len(scored),
       "unscorable_rate": (len(every) - len(scored)) / len(every) if every

@@ -216,17 +216,23 @@ class JudgeValidationConfig:
   orchestrator/judge/validate.py), scored by the judge, the table written
   to the run directory. A judge that scores the correct answer above the
   off-topic text in fewer than min_off_topic_accuracy of the rows (ties
-  half) cannot see what it grades: on_fail stop ends the run before
-  training, warn says so and trains, skip does not check (not "off", which
-  YAML reads as false)."""
+  half) cannot see what it grades, and one that scores it above the wrong
+  answer in fewer than min_wrong_accuracy cannot tell right from wrong,
+  which is what a GRPO group whose format and answer rewards are flat
+  relies on: on_fail stop ends the run before training, warn says so and
+  trains, skip does not check (not "off", which YAML reads as false)."""
   rows: int = 8
   min_off_topic_accuracy: float = 0.8
+  # Chance: the check's few rows give wide intervals, and a judge at 0.8
+  # on the held-out probes would fail a higher bar on 4 rows often.
+  min_wrong_accuracy: float = 0.5
   on_fail: Literal["stop", "warn", "skip"] = "stop"
 
   def __post_init__(self):
     positive(self, "rows")
-    if not 0 <= self.min_off_topic_accuracy <= 1:
-      raise ValueError("min_off_topic_accuracy: must be in [0, 1]")
+    for name in ("min_off_topic_accuracy", "min_wrong_accuracy"):
+      if not 0 <= getattr(self, name) <= 1:
+        raise ValueError(f"{name}: must be in [0, 1]")
 
 
 @strict.config

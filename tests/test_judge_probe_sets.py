@@ -198,6 +198,30 @@ def test_the_check_takes_its_share_of_the_reward(completion, reference,
     assert asyncio.run(run(aggregation)).reward == pytest.approx(expected)
 
 
+def test_the_check_alone_asks_no_rubric_prompt():
+  backend = Checker()
+  asked = []
+  judge = backend.judge
+
+  async def recording(prompts_):
+    asked.extend(prompts_)
+    return await judge(prompts_)
+  backend.judge = recording
+
+  async def run():
+    batcher = MicroBatcher(backend, 8, 0.001)
+    batcher.start()
+    try:
+      return await scoring.score(
+          scoring.Job("r", "3 * 4?", TAGGED, "12", RUBRIC, "explicit"),
+          batcher, CriteriaConfig("binary", False, answer_check=1.0))
+    finally:
+      await batcher.close()
+  assert asyncio.run(run()).reward == 1.0
+  assert asked == [prompts.answer_check_prompt("3 * 4?", TAGGED, "12",
+                                               "binary")]
+
+
 def test_answer_check_settings_name_the_field():
   with pytest.raises(ConfigError, match="answer_check: must be in"):
     config_lib.load(None, ["backend.criteria.answer_check=1.5"])

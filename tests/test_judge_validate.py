@@ -5,6 +5,7 @@ stand-in for a capable one) and the reward-hacking watch's metrics."""
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -24,6 +25,15 @@ import processes
 
 TAGS = judge_validate.TAGS
 REFS = ["85", "8.75", "thursday", "carbon dioxide", "0", "-7", "0.5"]
+# How an untagged probe (odd rows) states its answer.
+_STATED = re.compile(r"(?:So the answer is |\n\nFinal answer: )(.*?)\.?$",
+                     re.DOTALL)
+
+
+def answer_of(text: str) -> str | None:
+  """The answer block's content, or the answer an untagged text states."""
+  found = _STATED.search(text)
+  return rewards.extract_answer(text) or (found[1] if found else None)
 
 
 # --- probes -----------------------------------------------------------------
@@ -31,22 +41,22 @@ REFS = ["85", "8.75", "thursday", "carbon dioxide", "0", "-7", "0.5"]
 def test_every_probe_kind_is_what_it_says():
   built = probes.build(REFS, TAGS, seed=0)
   assert len(built) == len(REFS)
-  for ref, p in zip(REFS, built):
+  for i, (ref, p) in enumerate(zip(REFS, built)):
     assert set(p) == set(probes.KINDS)
-    assert rewards.format_reward(p["correct"]) == 1.0
-    assert rewards.extract_answer(p["correct"]) == ref
+    tagged = i % 2 == 0  # odd rows state the answer without the tags
+    assert rewards.format_reward(p["correct"]) == float(tagged)
+    assert answer_of(p["correct"]) == ref
     # Same reasoning, a different answer the answer rule marks wrong.
-    assert rewards.format_reward(p["wrong"]) == 1.0
-    assert p["wrong"].split(TAGS.reasoning_end)[0] == (
-        p["correct"].split(TAGS.reasoning_end)[0])
-    assert rewards.exact_answer_reward(p["wrong"], ref) == 0.0
+    assert rewards.format_reward(p["wrong"]) == float(tagged)
+    assert answer_of(p["wrong"]) not in (None, ref)
+    assert p["wrong"].replace(answer_of(p["wrong"]), ref) == p["correct"]
     assert TAGS.answer_start not in p["off_topic"]
     assert not any(c.isdigit() for c in p["off_topic"])
-    assert rewards.extract_answer(p["padded"]) == ref
-    assert rewards.format_reward(p["padded"]) == 1.0
+    assert answer_of(p["padded"]) == ref
+    assert rewards.format_reward(p["padded"]) == float(tagged)
     assert 2.5 <= len(p["padded"]) / len(p["correct"]) <= 3.5
-    assert p["no_answer"].startswith(TAGS.reasoning_start)
-    assert rewards.extract_answer(p["no_answer"]) is None
+    assert p["no_answer"].startswith(TAGS.reasoning_start) == tagged
+    assert answer_of(p["no_answer"]) is None
     assert p["injection"].startswith(p["wrong"])
     assert "full marks" in p["injection"] and "score 9" in p["injection"]
     assert "answer yes" in p["injection"]
@@ -60,8 +70,7 @@ def test_probes_are_deterministic_by_seed():
 def test_wrong_answers_keep_the_shape_of_the_reference():
   for seed in range(20):
     built = probes.build(REFS, TAGS, seed)
-    wrong = {ref: rewards.extract_answer(p["wrong"])
-             for ref, p in zip(REFS, built)}
+    wrong = {ref: answer_of(p["wrong"]) for ref, p in zip(REFS, built)}
     assert len(wrong["8.75"].split(".")[1]) == 2
     assert float(wrong["0"]) > 0  # a non-negative number stays so
     # Not a number: another row's reference.
@@ -181,6 +190,8 @@ def _stored(tmp_path, accuracy):
      "not one of 'stop', 'warn', 'skip'"),
     ("judge.validation.min_off_topic_accuracy=1.5",
      "judge.validation.min_off_topic_accuracy: must be in [0, 1]"),
+    ("judge.validation.min_wrong_accuracy=-0.1",
+     "judge.validation.min_wrong_accuracy: must be in [0, 1]"),
     ("judge.validation.rows=0", "judge.validation.rows: must be > 0"),
     ("judge.watch.patience=0", "judge.watch.patience: must be > 0"),
 ])
@@ -188,6 +199,26 @@ def test_bad_check_settings_name_the_field(override, error):
   with pytest.raises(ValueError) as e:
     config_lib.load(None, [override])
   assert str(e.value).startswith(error), str(e.value)
+
+
+def test_a_judge_that_cannot_tell_right_from_wrong_is_reported(tmp_path):
+  """Off-topic told apart, wrong answers not: the second threshold says
+  so, with its interval."""
+  report = validation.probe_report(
+      {"correct": [0.9, 0.6, 0.5, 0.5], "wrong": [0.95, 0.7, 0.5, 0.6],
+       "off_topic": [0.1] * 4, "padded": [0.9] * 4, "no_answer": [0.1] * 4,
+       "injection": [0.1] * 4}, [1.0])
+  judge_validate.write(tmp_path, report, "judge validation on 4 examples")
+  said = []
+  judge_validate.check(None, [], config_lib.JudgeValidationConfig(
+      on_fail="warn"), None, 0, tmp_path, said.append, RuntimeError,
+      reuse=True)
+  # One tie of four: 0.5 / 4. Wilson: centre (0.125 + 0.4802) / 1.9604 =
+  # 0.3087, half-width 1.96 / 1.9604 * sqrt(0.02734 + 0.06002) = 0.2955.
+  assert said[-1].startswith(
+      "warning: the judge cannot tell a correct answer from a wrong one: "
+      "correct > wrong accuracy 0.12 on 4 examples (95% interval [0.01, "
+      "0.60], ties half), below judge.validation.min_wrong_accuracy=0.5")
 
 
 def test_a_resumed_run_rereads_its_check_and_applies_the_settings(tmp_path):
@@ -230,7 +261,8 @@ class ReferenceMatcher(Backend):
     head, _, rest = prompt.rpartition(f"Response:\n{OPEN}\n")
     response, _, after = rest.partition(f"\n{CLOSE}\n")
     reference = head.rpartition("Reference answer:\n")[2].split("\n\n")[0]
-    right = rewards.exact_answer_reward(response, reference) == 1.0
+    right = rewards.exact_answer_reward(
+        f"<answer>{answer_of(response)}</answer>", reference) == 1.0
     criterion = after.partition("Criterion: ")[2].split("\n")[0]
     return float(right != ("a mistake to look for" in criterion))
 

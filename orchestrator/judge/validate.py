@@ -109,7 +109,8 @@ def probe_examples(client, examples: Sequence[dataset_lib.Example], seed: int,
     rewards[kind], lat = _rewards(
         results, [f"probe{i}-{kind}" for i in range(len(examples))])
     latencies += lat
-  return validation.probe_report(rewards, latencies)
+  return validation.probe_report(rewards, latencies,
+                                 [ex.domain for ex in examples])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,6 +207,12 @@ def off_topic_accuracy(report: dict) -> dict:
   return next(p for p in report["pairs"] if p["name"] == "correct > off_topic")
 
 
+def wrong_accuracy(report: dict) -> dict:
+  """The report's correct > wrong pair: what a GRPO group relies on once
+  format and answer rewards are flat within it."""
+  return next(p for p in report["pairs"] if p["name"] == "correct > wrong")
+
+
 def write(out_dir: pathlib.Path, report: dict, header: str) -> None:
   """REPORT (JSON, nan as null) and TABLE (the printed text) in out_dir."""
   (out_dir / REPORT).write_text(
@@ -219,8 +226,9 @@ def check(client, examples: Sequence[dataset_lib.Example], cfg, aggregation,
   """The check before a run trusts its judge (cfg: config
   JudgeValidationConfig): cfg.rows of `examples` become probes, the report
   goes to out_dir (REPORT, TABLE) and to `say`. A judge whose correct >
-  off_topic accuracy is below cfg.min_off_topic_accuracy raises `error`
-  (on_fail stop) or is reported as a warning (warn); skip skips the check.
+  off_topic accuracy is below cfg.min_off_topic_accuracy, or correct >
+  wrong below cfg.min_wrong_accuracy, raises `error` (on_fail stop) or is
+  reported as a warning (warn); skip skips the check.
   reuse: a REPORT already in out_dir (a resumed run) is read, not measured
   again. Returns the report, None when skipped."""
   if cfg.on_fail == "skip":
@@ -242,23 +250,35 @@ def check(client, examples: Sequence[dataset_lib.Example], cfg, aggregation,
     header = f"judge validation on {len(chosen)} examples"
     write(out_dir, report, header)
     say(f"{header}:\n{validation.table(report)}")
-  pair = off_topic_accuracy(report)
-  accuracy = pair["accuracy"] if pair["accuracy"] is not None else float("nan")
-  if accuracy >= cfg.min_off_topic_accuracy:
+  problem = _below(report, cfg)
+  if problem is None:
     return report
-  problem = (
-      "the judge cannot tell a correct answer from off-topic text: correct "
-      f"> off_topic accuracy {validation.fmt(accuracy, '.2f')} on "
-      f"{pair['n']} examples (95% interval "
-      f"[{validation.fmt(pair['low'], '.2f')}, "
-      f"{validation.fmt(pair['high'], '.2f')}], ties half), below "
-      f"judge.validation.min_off_topic_accuracy={cfg.min_off_topic_accuracy}"
-      f"; table in {out_dir / TABLE}")
+  problem += f"; table in {out_dir / TABLE}"
   if cfg.on_fail == "stop":
     raise error(f"{problem}. Use a stronger judge or another judge prompt, "
                 "or go on anyway with --set judge.validation.on_fail=warn")
   say(f"warning: {problem}")
   return report
+
+
+def _below(report: dict, cfg) -> str | None:
+  """What the report falls short of in cfg's thresholds, None if nothing:
+  off-topic text first (a judge that cannot see), then wrong answers."""
+  for pair, threshold, what in (
+      (off_topic_accuracy(report), "min_off_topic_accuracy",
+       "a correct answer from off-topic text"),
+      (wrong_accuracy(report), "min_wrong_accuracy",
+       "a correct answer from a wrong one")):
+    accuracy = (pair["accuracy"] if pair["accuracy"] is not None
+                else float("nan"))
+    if not accuracy >= getattr(cfg, threshold):
+      return (
+          f"the judge cannot tell {what}: {pair['name']} accuracy "
+          f"{validation.fmt(accuracy, '.2f')} on {pair['n']} examples (95% "
+          f"interval [{validation.fmt(pair['low'], '.2f')}, "
+          f"{validation.fmt(pair['high'], '.2f')}], ties half), below "
+          f"judge.validation.{threshold}={getattr(cfg, threshold)}")
+  return None
 
 
 @contextlib.contextmanager
