@@ -350,6 +350,58 @@ class RayConfig:
 
 
 @strict.config
+class WandbTrackingConfig:
+  """tracking backend wandb. mode offline writes the run under
+  dir/wandb/offline-run-* with no network or account (`wandb sync` uploads
+  it later); online sends it as it goes (WANDB_API_KEY or `wandb login`).
+  dir: "" is the run directory. entity: the W&B team or user ("": the
+  account's default)."""
+  mode: Literal["offline", "online"] = "offline"
+  dir: str = ""
+  entity: str = ""
+
+
+@strict.config
+class MlflowTrackingConfig:
+  """tracking backend mlflow. tracking_uri: "" is a file store in the run
+  directory (RUN_DIR/mlruns; `mlflow ui --backend-store-uri RUN_DIR/mlruns`
+  shows it), "file:/path" one elsewhere, "http(s)://..." an MLflow server
+  (sqlite:/// needs the full mlflow package). experiment: "" is
+  tracking.project."""
+  tracking_uri: str = ""
+  experiment: str = ""
+
+
+@strict.config
+class TrackingConfig:
+  """Where each step's metrics go besides metrics.csv: the same rows
+  (orchestrator/rundir/tracking.py), with the run's config (W&B config,
+  MLflow params and config.json) and, after a pipeline's held-out
+  evaluation, its table and the plots. tensorboard writes RUN_DIR/
+  tensorboard; wandb and mlflow are configured below, several backends
+  at once. A backend that cannot start stops the run; one that fails
+  later is warned about once and dropped, and the run goes on
+  (metrics.csv has every row). A resumed run goes on in the same tracked
+  run (ids in RUN_DIR/tracking.json); the steps after the crashed run's
+  last checkpoint are logged again. project: the W&B project and the
+  MLflow experiment. run_name: the tracked run's name ("": the run
+  directory's)."""
+  backends: tuple[Literal["tensorboard", "wandb", "mlflow"], ...] = (
+      "tensorboard",)
+  project: str = "grar"
+  run_name: str = ""
+  wandb: WandbTrackingConfig = WandbTrackingConfig()
+  mlflow: MlflowTrackingConfig = MlflowTrackingConfig()
+
+  def __post_init__(self):
+    if len(set(self.backends)) != len(self.backends):
+      raise ValueError(f"backends: each at most once, got "
+                       f"{list(self.backends)}")
+    if not self.project:
+      raise ValueError("project: must not be empty")
+
+
+@strict.config
 class RunConfig:
   model: ModelSpec = ModelSpec()
   mesh: MeshConfig = MeshConfig()
@@ -363,6 +415,7 @@ class RunConfig:
   judge: JudgeRunConfig = JudgeRunConfig()
   train: TrainConfig = TrainConfig()
   ray: RayConfig = RayConfig()
+  tracking: TrackingConfig = TrackingConfig()
   output_dir: str = "runs"
   run_name: str = ""  # default: a timestamp
 

@@ -1,4 +1,5 @@
-"""Per-step metrics: metrics.csv, TensorBoard, and a progress line with ETA."""
+"""Per-step metrics: metrics.csv, the trackers (TensorBoard, W&B, MLflow),
+and a progress line with ETA."""
 
 import csv
 import math
@@ -6,22 +7,27 @@ import pathlib
 import sys
 import time
 
-from tensorboardX import SummaryWriter
+from orchestrator.config import TrackingConfig
+from orchestrator.rundir import tracking
 
 
 class MetricsWriter:
   """Appends one row per step; the first row of a new file fixes the columns,
   a resumed run keeps the columns the file already has. NaN is a metric the
-  step does not have: an empty CSV cell, and nothing logged to TensorBoard."""
+  step does not have: an empty CSV cell, and nothing logged to a tracker.
+  The trackers are `tracking`'s (TensorBoard alone by default), and log
+  `config` (None: none) when they start a new run."""
 
   def __init__(self, run_dir: pathlib.Path, csv_name: str, first_step: int,
-               total_steps: int, out=sys.stderr):
+               total_steps: int, out=sys.stderr,
+               tracking_cfg: TrackingConfig = TrackingConfig(),
+               config: dict | None = None):
     self._path = run_dir / csv_name
     self._columns: list[str] | None = None
     if self._path.exists() and self._path.stat().st_size:
       with open(self._path, newline="") as f:
         self._columns = next(csv.reader(f))
-    self._tb = SummaryWriter(str(run_dir / "tensorboard"))
+    self._trackers = tracking.start(tracking_cfg, run_dir, config, out)
     self._first = first_step
     self._total = total_steps
     self._out = out
@@ -34,17 +40,11 @@ class MetricsWriter:
         csv.writer(f).writerow(self._columns)
     with open(self._path, "a", newline="") as f:
       csv.writer(f).writerow([_fmt(row.get(c, "")) for c in self._columns])
-    step = int(row["step"])
-    for key, value in row.items():
-      # tensorboardX logs a warning for every non-finite scalar, and a
-      # missing value has no point to draw anyway.
-      if key != "step" and math.isfinite(value):
-        self._tb.add_scalar(key, value, step)
-    self._tb.flush()
-    self.progress(step, row)
+    self._trackers.metrics(row)
+    self.progress(int(row["step"]), row)
 
   def close(self) -> None:
-    self._tb.close()
+    self._trackers.close()
 
   def progress(self, step: int, row) -> None:
     done = step - self._first + 1

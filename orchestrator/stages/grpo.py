@@ -452,8 +452,9 @@ def _run_connected(cfg: RunConfig,
          "generation, scoring and the update")
     pending: collections.deque[_InFlight] = collections.deque(
         trainer.restore(manifest) if manifest else ())
-    metrics = metrics_lib.MetricsWriter(run_dir, run_dir_lib.METRICS, first,
-                                        cfg.train.steps)
+    metrics = metrics_lib.MetricsWriter(
+        run_dir, run_dir_lib.METRICS, first, cfg.train.steps,
+        tracking_cfg=cfg.tracking, config=dataclasses.asdict(cfg))
     journal = journal_lib.Journal(run_dir / run_dir_lib.JOURNAL)
     produced = first - 1 + len(pending)
     try:

@@ -31,6 +31,7 @@ from orchestrator import config as config_lib
 from orchestrator.rundir import inspect_run
 from orchestrator import mesh as mesh_lib
 from orchestrator.rundir import layout as run_dir_lib
+from orchestrator.rundir import tracking
 from orchestrator.stages import sft as sft_stage
 from orchestrator.stages import simpo as simpo_stage
 from orchestrator.stages import grpo as trainer
@@ -210,6 +211,12 @@ def _evaluate(cfg: PipelineConfig, pipeline_dir: pathlib.Path) -> None:
       max_prompt_tokens=cfg.rollout.max_prompt_tokens,
       max_new_tokens=cfg.eval.max_new_tokens,
       batch_size=cfg.eval.batch_size, output_dir=str(out)))
+  # To the GRPO stage's tracked runs: that is the run the config names.
+  grpo_dir = pipeline_dir / GRPO
+  tracking.record_evaluation(
+      cfg.tracking, grpo_dir, report.summaries,
+      [*sorted((grpo_dir / "plots").glob("*.png")), report.plot],
+      run_dir_lib.latest_manifest(grpo_dir).step)
   _record(pipeline_dir, EVAL, out)
   print(f"\nheld-out evaluation ({out}):\n{evaluate.table(report.summaries)}"
         f"\n\nheld-out accuracy per stage: {report.plot}\n", flush=True)
