@@ -33,12 +33,13 @@ class InvalidRequest(ValueError):
   """A request that breaks the contract; the message starts with the field."""
 
 
-def _shown(text: str, limit: int = 80) -> str:
+def _cut(text: str, limit: int = 300) -> str:
   """`text` as a refusal quotes it: a refusal is one short line, whatever
-  size of field it refuses."""
+  size of field it refuses (a valid rollout id, 256 characters by default,
+  is quoted whole)."""
   if len(text) <= limit:
-    return repr(text)
-  return f"{text[:limit]!r}... ({len(text)} characters)"
+    return text
+  return f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _check_length(field: str, text: str, limit: int, limit_name: str) -> None:
@@ -55,7 +56,7 @@ def _rubric(request: judge_pb2.ScoreRequest, packs: Mapping[str, Rubric],
   if source == "rubric_id":
     if request.rubric_id not in packs:
       raise InvalidRequest(
-          f"rubric_id: unknown rubric {_shown(request.rubric_id)} (known: "
+          f"rubric_id: unknown rubric {_cut(request.rubric_id)!r} (known: "
           f"{', '.join(sorted(packs))})")
     return packs[request.rubric_id]
   n = len(request.rubric.criteria)
@@ -302,7 +303,7 @@ class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
       rollout_id, prompts, work = await accept(request)
     except InvalidRequest as e:
       await self._invalid(context, rpc,
-                          f"rollout_id={_shown(request.rollout_id)}: {e}")
+                          f"rollout_id={_cut(request.rollout_id)}: {e}")
     if rollout_id in in_flight:
       await self._invalid(
           context, rpc,

@@ -46,7 +46,7 @@ EMPTY_IS_VALID = {
 REFUSED = {grpc.StatusCode.INVALID_ARGUMENT,
            grpc.StatusCode.RESOURCE_EXHAUSTED}
 # A refusal says what was wrong in a line, never echoing the 32 MiB back.
-MAX_DETAILS_CHARS = 500
+MAX_DETAILS_CHARS = 1000
 BACKEND_WORK = "grar_judge_batch_size_sum"
 
 
