@@ -10,10 +10,10 @@ from grar_config.model import ModelSpec
 from protos import contract
 
 
-def _check_endpoint(cfg, url_required: bool) -> None:
-  """What the HTTP backends' configs (OpenAIConfig, GeminiConfig) share."""
-  if ((cfg.base_url or url_required)
-      and not cfg.base_url.startswith(("http://", "https://"))):
+def _check_endpoint(cfg) -> None:
+  """What the remote backends' configs (OpenAIConfig, GeminiConfig) share;
+  a base_url "" is for them to allow or refuse."""
+  if cfg.base_url and not cfg.base_url.startswith(("http://", "https://")):
     raise ValueError(f"base_url: {cfg.base_url!r} must start with http:// "
                      "or https://")
   for name in ("max_concurrency", "max_calls_in_flight"):
@@ -45,18 +45,40 @@ class OpenAIConfig:
 
   def __post_init__(self):
     # "" is caught by BackendConfig, and only when kind is openai.
-    _check_endpoint(self, url_required=False)
+    _check_endpoint(self)
     if self.top_logprobs < 0:
       raise ValueError("top_logprobs: must be >= 0")
 
 
 @strict.config
+class VertexConfig:
+  """Gemini through Vertex AI in Google Cloud project `project`, region
+  `location` ("global", or one such as us-central1), as the machine's
+  Google credentials allow: Application Default Credentials, which on a
+  Google Cloud VM (a TPU VM) are its service account, elsewhere the file in
+  GOOGLE_APPLICATION_CREDENTIALS or `gcloud auth application-default
+  login`'s. The account needs the Vertex AI User role. project "": not
+  Vertex AI, the Gemini API with an API key."""
+  project: str = ""
+  location: str = "global"
+
+  def __post_init__(self):
+    if not self.location:
+      raise ValueError("location: must name a region or be 'global'")
+
+
+@strict.config
 class GeminiConfig:
-  """The Gemini API (generativelanguage REST, generateContent)."""
-  base_url: str = "https://generativelanguage.googleapis.com"
+  """Gemini (generateContent), on the Gemini API with an API key, or on
+  Vertex AI with the machine's credentials when vertex.project is set."""
+  # "" is where the API is served: the Gemini API's, or Vertex AI's for
+  # vertex.location.
+  base_url: str = ""
   model: str = ""  # e.g. gemini-2.5-flash
-  # Name of the variable holding the API key; keys never go in the YAML.
+  # Name of the variable holding the Gemini API key (unused on Vertex AI);
+  # keys never go in the YAML.
   api_key_env: str = "GEMINI_API_KEY"
+  vertex: VertexConfig = VertexConfig()
   max_concurrency: int = 8  # requests in flight at once
   max_calls_in_flight: int = 2  # batches the batcher hands over at once
   timeout_s: float = 60.0  # deadline of each request, once it is sent
@@ -65,7 +87,7 @@ class GeminiConfig:
   top_logprobs: int = 19
 
   def __post_init__(self):
-    _check_endpoint(self, url_required=True)
+    _check_endpoint(self)
     if not self.api_key_env:
       raise ValueError("api_key_env: must name an environment variable")
     if not 0 <= self.top_logprobs <= 19:

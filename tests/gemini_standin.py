@@ -5,6 +5,13 @@ generateContent`, key in `x-goog-api-key`, the answer in
 candidates[0].content.parts and, when asked, the top alternatives of the
 first token in candidates[0].logprobsResult.topCandidates[0]).
 
+It is Vertex AI's generateContent too (`POST /v1beta1/projects/{project}/
+locations/{location}/publishers/google/models/{model}:generateContent`, an
+OAuth access token in `authorization: Bearer`), and the OAuth token
+endpoint (`POST /token`) that the service account credentials written by
+`adc_file` get their token from, so the Vertex AI path runs as on a VM with no
+Google server reached.
+
 Its answer is a fixed distribution over the score digits (`DIGITS`). Tests
 queue faults with `fail`: an HTTP status (with optional headers), a delay
 before answering, a blocked prompt or an answer of another shape; each
@@ -27,6 +34,8 @@ import time
 from typing import Iterator
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from judge_server import config as config_lib
 
@@ -37,7 +46,12 @@ KEY_ENV = "GRAR_TEST_GEMINI_KEY"  # where the tests put KEY (api_key_env)
 DIGITS = {"7": 0.6, " 8": 0.25, "3": 0.05, "The": 0.1}
 EXPECTED = (7 * 0.6 + 8 * 0.25 + 3 * 0.05) / (0.9 * 9)
 SCALE = config_lib.CriteriaConfig(format="scale", few_shot=False)
+PROJECT, LOCATION = "standin-project", "standin-region"
+TOKEN = "standin-access-token"  # what /token hands out
 _PATH = re.compile(r"^/v1beta/models/([^/:]+):generateContent$")
+_VERTEX_PATH = re.compile(
+    rf"^/v1beta1/projects/{PROJECT}/locations/{LOCATION}/publishers/google/"
+    r"models/([^/:]+):generateContent$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +96,7 @@ class StandIn(http.server.ThreadingHTTPServer):
     self.faults: list[Fault] = []
     self.requests: list[Request] = []
     self.text = "7"  # what the model writes
+    self.tokens_issued = 0
     self.in_flight = self.peak = 0
     self.lock = threading.Lock()
 
@@ -98,6 +113,7 @@ class StandIn(http.server.ThreadingHTTPServer):
       self.faults.clear()
       self.requests.clear()
       self.text = "7"
+      self.tokens_issued = 0
       self.peak = 0
 
 
@@ -121,9 +137,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     except (BrokenPipeError, ConnectionResetError):  # the client gave up
       pass
 
+  def _authorized(self, vertex: bool) -> bool:
+    if vertex:
+      return self.headers.get("authorization") == f"Bearer {TOKEN}"
+    return self.headers.get("x-goog-api-key") == KEY
+
   def do_POST(self) -> None:
-    body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+    raw = self.rfile.read(int(self.headers["content-length"]))
     s = self.server
+    if self.path == "/token":  # a form, not JSON: a signed token request
+      with s.lock:
+        s.tokens_issued += 1
+      self._send(200, {"access_token": TOKEN, "expires_in": 3600,
+                       "token_type": "Bearer"})
+      return
+    body = json.loads(raw)
     with s.lock:
       s.requests.append(Request(self.path, {k.lower(): v for k, v in
                                             self.headers.items()},
@@ -133,8 +161,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
       s.peak = max(s.peak, s.in_flight)
     try:
       time.sleep(fault.delay_s)
-      m = _PATH.match(self.path)
-      if self.headers.get("x-goog-api-key") != KEY:
+      vertex = _VERTEX_PATH.match(self.path)
+      m = vertex or _PATH.match(self.path)
+      if not self._authorized(vertex is not None):
         self._send(403, {"error": {"code": 403, "status": "PERMISSION_DENIED",
                                    "message": "API key not valid"}})
       elif m is None or m.group(1) != MODEL:
@@ -178,6 +207,23 @@ def standin() -> Iterator[StandIn]:
 def fresh(standin, monkeypatch) -> None:
   standin.reset()
   monkeypatch.setenv(KEY_ENV, KEY)
+
+
+def adc_file(standin: StandIn, folder) -> str:
+  """Application Default Credentials of a service account (a key file, as
+  the account a VM runs as), with a key made here, that get their access
+  token from `standin`: the path to put in GOOGLE_APPLICATION_CREDENTIALS."""
+  key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+  pem = key.private_bytes(serialization.Encoding.PEM,
+                          serialization.PrivateFormat.PKCS8,
+                          serialization.NoEncryption()).decode()
+  path = folder / "adc.json"
+  path.write_text(json.dumps({
+      "type": "service_account", "project_id": PROJECT,
+      "private_key_id": "standin", "private_key": pem,
+      "client_email": "judge@standin-project.iam.gserviceaccount.com",
+      "client_id": "1", "token_uri": f"{standin.base_url}/token"}))
+  return str(path)
 
 
 def backend_config(standin: StandIn,

@@ -58,11 +58,60 @@ def test_without_logprobs_the_written_digit_is_parsed_and_says_so(standin):
 
 def test_an_answer_of_another_shape_is_a_final_infrastructure_failure(
     standin):
-  standin.fail(Fault(body={"candidates": [{"content": "7"}]}))
-  (j,) = judge(backend_config(standin), ["p"])
-  assert j.reason.startswith(f"infrastructure: {standin.base_url}/v1beta/")
-  assert "answered in an unknown shape (AttributeError: " in j.reason
-  assert not j.transient
+  standin.fail(Fault(body={"candidates": [{"content": "7"}]}),
+               Fault(body={"candidates": []}))
+  # The SDK reads the answer into its types, and refuses the first; the
+  # second it takes, and the backend finds nothing in it.
+  refused, empty = judge(backend_config(standin, max_concurrency=1),
+                         ["p", "q"])
+  for j, error in ((refused, "ValidationError"), (empty, "IndexError")):
+    assert j.reason.startswith(f"infrastructure: {standin.base_url}/v1beta/")
+    assert f"answered in an unknown shape ({error}: " in j.reason, j.reason
+    assert not j.transient
+
+
+def test_vertex_ai_asks_the_projects_model_with_the_machines_credentials(
+    standin, tmp_path, monkeypatch):
+  """gemini.vertex: the request goes to Vertex AI's path for the project's
+  model in its region, with an OAuth access token that Application Default
+  Credentials got (a service account's key file whose token endpoint is the
+  stand-in's; on a VM, its metadata server) and no API key, in the same
+  body."""
+  monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS",
+                     gemini_standin.adc_file(standin, tmp_path))
+  monkeypatch.delenv(KEY_ENV)  # the key is not what Vertex AI takes
+  cfg = backend_config(standin, top_logprobs=5, vertex=config_lib.VertexConfig(
+      project=gemini_standin.PROJECT, location=gemini_standin.LOCATION))
+  (j,) = judge(cfg, ["Judge this. Score: "])
+  assert j.score == pytest.approx(gemini_standin.EXPECTED), j.reason
+  (r,) = standin.requests
+  assert r.path == (
+      f"/v1beta1/projects/{gemini_standin.PROJECT}/locations/"
+      f"{gemini_standin.LOCATION}/publishers/google/models/"
+      f"{gemini_standin.MODEL}:generateContent")
+  assert r.headers["authorization"] == f"Bearer {gemini_standin.TOKEN}"
+  assert "x-goog-api-key" not in r.headers
+  assert standin.tokens_issued == 1
+  assert r.body["contents"] == [
+      {"role": "user", "parts": [{"text": "Judge this. Score: "}]}]
+  assert r.body["generationConfig"]["logprobs"] == 5
+  # Where it asked, in its identity and its failures.
+  standin.fail(Fault(status=400))
+  (bad,) = judge(cfg, ["p"])
+  assert bad.reason.startswith(
+      f"infrastructure: HTTP 400 from {standin.base_url}{r.path}: ")
+
+
+def test_vertex_ai_without_credentials_is_unscorable_not_a_crash(
+    standin, tmp_path, monkeypatch):
+  missing = tmp_path / "no-such-adc.json"
+  monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(missing))
+  (j,) = judge(backend_config(standin, vertex=config_lib.VertexConfig(
+      project=gemini_standin.PROJECT, location=gemini_standin.LOCATION)),
+      ["p"])
+  assert j.reason.startswith("infrastructure: DefaultCredentialsError from ")
+  assert str(missing) in j.reason and not j.transient
+  assert standin.requests == []
 
 
 def test_off_scale_and_blocked_answers_are_unparseable(standin):
@@ -118,7 +167,7 @@ def test_a_missing_api_key_variable_names_it(monkeypatch, standin):
     ({"gemini": {"api_key": "sekrit"}},
      "backend.gemini.api_key: unknown key (known: api_key_env, base_url, "
      "max_calls_in_flight, max_concurrency, model, timeout_s, "
-     "top_logprobs)"),
+     "top_logprobs, vertex)"),
     ({"gemini": {"max_calls_in_flight": 0}},
      "backend.gemini.max_calls_in_flight: must be >= 1"),
 ])

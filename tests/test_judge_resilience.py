@@ -10,8 +10,8 @@ import time
 import pytest
 
 from judge_server import config as config_lib
-from judge_server import resilience, server
-from judge_server.backends import gemini, http_judge
+from judge_server import remote_models, resilience, server
+from judge_server.backends import gemini
 from judge_server.batching import MicroBatcher
 from grar_config.strict import ConfigError
 from orchestrator.judge.client import JudgeClient, request_from_row
@@ -56,10 +56,10 @@ def test_transient_failures_are_retried_after_backoff_and_retry_after(
 
 def test_retry_after_reads_seconds_and_http_dates():
   soon = email.utils.formatdate(time.time() + 30, usegmt=True)
-  assert http_judge.retry_after_s("7") == 7.0
-  assert 28 < http_judge.retry_after_s(soon) <= 30
+  assert remote_models.retry_after_s("7") == 7.0
+  assert 28 < remote_models.retry_after_s(soon) <= 30
   for unusable in (None, "", "soon", "-3"):
-    assert http_judge.retry_after_s(unusable) == 0.0
+    assert remote_models.retry_after_s(unusable) == 0.0
 
 
 @pytest.mark.parametrize("status", [400, 403, 404])

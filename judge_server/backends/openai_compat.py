@@ -16,35 +16,36 @@ takes a prompt as token ids, reads them as they are, and gives the
 log-probability of each (`prompt_logprobs`), so one request scores a whole
 completion under its prompt.
 
-No jax here: a judge server with this backend runs on machines without it.
+The requests go through the openai SDK (judge_server.remote_models);
+prompt_logprobs and /tokenize, which only vLLM knows, through its extra_body
+and its raw POST. No jax here: a judge server with this backend runs on
+machines without it.
 """
 
 import asyncio
 import functools
-import os
 
-from judge_server import prompts
+from judge_server import prompts, remote_models
 from judge_server.backends import base, http_judge
 from judge_server.backends.base import (Judgement, Logprobs, LogprobsQuery,
                                         TokenizerInfo)
 from judge_server.config import BackendConfig, OpenAIConfig
-from grar_config.strict import ConfigError
 from protos import contract
 
 
-def _top_logprobs(mode: str, choice: dict) -> list[tuple[str, float]] | None:
+def _top_logprobs(chat: bool, choice) -> list[tuple[str, float]] | None:
   """(token text, log-probability) of the first generated token's top
   alternatives, or None when the endpoint gave none."""
-  logprobs = choice.get("logprobs")
+  logprobs = choice.logprobs
   if not logprobs:
     return None
-  if mode == "completions":
-    tops = logprobs.get("top_logprobs")
+  if not chat:
+    tops = logprobs.top_logprobs
     return list(tops[0].items()) if tops and tops[0] else None
-  content = logprobs.get("content")
-  if not content or not content[0].get("top_logprobs"):
+  content = logprobs.content
+  if not content or not content[0].top_logprobs:
     return None
-  return [(t["token"], t["logprob"]) for t in content[0]["top_logprobs"]]
+  return [(t.token, t.logprob) for t in content[0].top_logprobs]
 
 
 def tokenize_url(base_url: str) -> str:
@@ -55,7 +56,7 @@ def tokenize_url(base_url: str) -> str:
   return base_url.rstrip("/").removesuffix("/v1") + "/tokenize"
 
 
-def _probe_ids(data: dict) -> list[int]:
+def _probe_ids(data) -> list[int]:
   """The ids in a /tokenize answer; TypeError when there are none to
   fingerprint, so a wrong answer is never taken for a tokenizer."""
   tokens = data["tokens"]
@@ -65,12 +66,13 @@ def _probe_ids(data: dict) -> list[int]:
   return tokens
 
 
-def _completion_logprobs(query: LogprobsQuery, data: dict) -> Logprobs:
+def _completion_logprobs(query: LogprobsQuery, choice) -> Logprobs:
   """The log-probabilities vLLM gave the completion's tokens among its
-  prompt_logprobs: one entry per prompt token (None for the first, which
-  nothing precedes), keyed by the id of the token that is there, so a
-  value is only read for the very token sent."""
-  entries = data["choices"][0]["prompt_logprobs"]
+  prompt_logprobs (a field of the choice the SDK does not model): one
+  entry per prompt token (None for the first, which nothing precedes),
+  keyed by the id of the token that is there, so a value is only read for
+  the very token sent."""
+  entries = choice.prompt_logprobs
   start = len(query.prompt)
   if len(entries) != start + len(query.completion):
     raise IndexError(f"{len(entries)} prompt_logprobs for "
@@ -92,17 +94,8 @@ class OpenAIBackend(http_judge.HttpBackend):
 
   def __init__(self, config: OpenAIConfig, *, max_batch: int,
                min_score_mass: float, answer: str = prompts.SCALE):
-    headers = {}
-    if config.api_key_env:
-      key = os.environ.get(config.api_key_env)
-      if not key:
-        raise ConfigError(f"backend.openai.api_key_env: the environment "
-                          f"variable {config.api_key_env} is not set")
-      headers["Authorization"] = f"Bearer {key}"
-    path = "/completions" if config.mode == "completions" else (
-        "/chat/completions")
-    super().__init__(config.base_url.rstrip("/") + path, headers,
-                     config.max_concurrency, config.timeout_s, answer)
+    self._model = remote_models.OpenAIModel(config, "backend.openai")
+    super().__init__(self._model, answer)
     self._cfg = config
     self._min_score_mass = min_score_mass
     self.model = config.model
@@ -111,34 +104,22 @@ class OpenAIBackend(http_judge.HttpBackend):
     self._tokenize_url = tokenize_url(config.base_url)
     self._tokenizer: TokenizerInfo | None = None
 
-  def _body(self, prompt: str) -> dict:
-    body = {"model": self._cfg.model, "temperature": 0.0}
-    if self._cfg.mode == "completions":
-      body["prompt"] = prompt
-    else:
-      body["messages"] = [{"role": "user", "content": prompt}]
-    k = self._cfg.top_logprobs
-    if not k:
-      return body | {"max_tokens": http_judge.PARSE_MAX_TOKENS}
-    body["max_tokens"] = 1
-    if self._cfg.mode == "completions":
-      return body | {"logprobs": k}
-    return body | {"logprobs": True, "top_logprobs": k}
-
   @property
   def identity(self) -> str:
-    return (f"openai:{self._url}:{self.model}:top_logprobs="
+    return (f"openai:{self._model.url}:{self.model}:top_logprobs="
             f"{self._cfg.top_logprobs}:min_score_mass={self._min_score_mass}:"
             f"answer={self.answer}")
 
-  def _read(self, data: dict) -> Judgement:
-    choice = data["choices"][0]
-    if self._cfg.mode == "completions":
-      text = choice["text"] or ""
-    else:
-      text = choice["message"]["content"] or ""
-    tops = _top_logprobs(self._cfg.mode, choice)
-    return http_judge.score(text, tops, self._min_score_mass, self.answer)
+  def _read(self, choice) -> Judgement:
+    tops = _top_logprobs(self._model.chat, choice)
+    return http_judge.score(self._model.text(choice), tops,
+                            self._min_score_mass, self.answer)
+
+  async def _judge_one(self, prompt: str) -> Judgement:
+    k = self._cfg.top_logprobs
+    return await self._model.complete(
+        prompt, self._read, top_logprobs=k, temperature=0.0,
+        max_tokens=1 if k else http_judge.PARSE_MAX_TOKENS)
 
   async def tokenizer_info(self) -> TokenizerInfo | None:
     """The fingerprint of the ids the endpoint gives contract's probe with
@@ -147,10 +128,10 @@ class OpenAIBackend(http_judge.HttpBackend):
     of the vocabulary's size, so vocab_size is 0 (unknown). An answer is
     kept: the served model does not change under a running judge. Raises
     RuntimeError naming the URL when there is no answer to read."""
-    if self._cfg.mode != "completions":
+    if self._model.chat:
       return None
     if self._tokenizer is None:
-      ids = await self._post(
+      ids = await self._model.post(
           self._tokenize_url,
           {"model": self._cfg.model, "prompt": contract.TOKENIZER_PROBE,
            "add_special_tokens": True}, _probe_ids)
@@ -174,11 +155,10 @@ class OpenAIBackend(http_judge.HttpBackend):
     # each position's own token and none of its alternatives, keyed by id;
     # echo with logprobs gives the same values, but by position only and
     # with the prompt detokenized for nothing.
-    body = {"model": self._cfg.model,
-            "prompt": [*query.prompt, *query.completion],
-            "max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0}
-    return await self._post(
-        self._url, body, functools.partial(_completion_logprobs, query))
+    return await self._model.complete(
+        [*query.prompt, *query.completion],
+        functools.partial(_completion_logprobs, query), max_tokens=1,
+        temperature=0.0, extra_body={"prompt_logprobs": 0})
 
 
 def build(config: BackendConfig) -> OpenAIBackend:

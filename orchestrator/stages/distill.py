@@ -1,9 +1,10 @@
 """`grar distill`: SFT rows written by teacher models.
 
 Each dataset row (orchestrator/data/dataset.py) is routed to one teacher, an
-OpenAI-compatible endpoint (vLLM, llama.cpp, hosted APIs) or the Gemini API,
-asked with the project's own reasoning prompt (templates.render) so it
-answers in the trained shape. A completion is kept when it passes the
+OpenAI-compatible endpoint (vLLM, llama.cpp, hosted APIs) or Gemini, reached
+through the remote models' client (judge_server/remote_models.py) and asked
+with the project's own reasoning prompt (templates.render) so it answers in
+the trained shape. A completion is kept when it passes the
 filters, in order:
   format   format_reward 1.0: exactly a reasoning block, then an answer block
   answer   the row's verifier (rewards.answer_reward) gives it full marks
@@ -18,25 +19,23 @@ answers a request with a 4xx, or stays unreachable through every retry, stops
 the run (DistillError): what is done stays done, a rerun continues.
 """
 
+import abc
 import asyncio
 import collections
 import dataclasses
 import json
 import os
 import pathlib
-import random
 import sys
 import time
 from collections.abc import Collection
 from typing import Literal
 
-import httpx
-
 from grar_config import strict
 from grar_config.strict import ConfigError
+from judge_server import remote_models
 from judge_server import server as judge_server_lib
 from judge_server.backends import base as judge_base
-from judge_server.backends import http_judge
 from judge_server.config import GeminiConfig, OpenAIConfig, ResilienceConfig
 from orchestrator import rewards
 from orchestrator.config import PromptConfig
@@ -62,11 +61,12 @@ class DistillError(ValueError):
 @strict.config
 class TeacherConfig:
   """One teacher: an OpenAI-compatible endpoint (vLLM, llama.cpp, hosted
-  APIs) or the Gemini API. `openai` and `gemini` are the judge backends'
-  endpoint configs: base_url, model, api_key_env, max_concurrency (the
-  teacher's requests in flight), timeout_s (each request) and openai's mode
-  apply; top_logprobs and max_calls_in_flight are the judge's, unused here.
-  """
+  APIs), or Gemini on the Gemini API with a key or on Vertex AI with the
+  machine's credentials (gemini.vertex: {project, location}). `openai` and
+  `gemini` are the judge backends' endpoint configs: base_url, model,
+  api_key_env, vertex, max_concurrency (the teacher's requests in flight),
+  timeout_s (each try) and openai's mode apply; top_logprobs and
+  max_calls_in_flight are the judge's, unused here."""
   kind: Literal["openai", "gemini"] = "openai"
   openai: OpenAIConfig = OpenAIConfig()
   gemini: GeminiConfig = GeminiConfig()
@@ -77,8 +77,10 @@ class TeacherConfig:
   rate_limit: float = 0.0  # request starts per second; 0: no limit
 
   def __post_init__(self):
-    # gemini's base_url has a default; openai's is wherever it is served.
-    for name in ("base_url", "model"):
+    # gemini's base_url "" is the API's own; openai's is wherever it is
+    # served.
+    required = ("base_url", "model") if self.kind == "openai" else ("model",)
+    for name in required:
       if not getattr(getattr(self, self.kind), name):
         raise ValueError(f"{self.kind}.{name}: missing")
     if self.max_tokens < 1:
@@ -134,9 +136,11 @@ class DistillConfig:
   concurrency: int = 8  # rows in flight
   limit: int = 0  # rows handled by this run (0: all still to do)
   rubric_dir: str = ""  # extra rubric packs the dataset's rubric_ids name
-  # Every teacher request. Used: max_retries and the backoff (transient
-  # failures: connection errors, timeouts, HTTP 408/425/429 and 5xx) and
-  # deadline_s (a request's tries and waits); the breaker is the judge's.
+  # Every teacher request, retried by its SDK. Used: max_retries (transient
+  # failures: connection errors, timeouts, HTTP 408, 429 and 5xx), deadline_s
+  # (a request's tries and waits) and, for gemini teachers, the backoff;
+  # the openai SDK waits its own (0.5 s doubling up to 8 s, or the
+  # Retry-After asked for, up to a minute). The breaker is the judge's.
   resilience: ResilienceConfig = ResilienceConfig()
   judge: JudgeFilterConfig = JudgeFilterConfig()
   # The template the teacher is asked for and checked against; with a
@@ -210,14 +214,6 @@ def sft_row(example: dataset_lib.Example, completion: str,
           "provenance": provenance}
 
 
-def _backoff_s(cfg: ResilienceConfig, retry: int,
-               retry_after_s: float) -> float:
-  # The judge's rule (judge_server.resilience): exponential with equal
-  # jitter, so failed callers do not come back in step, or Retry-After.
-  step = min(cfg.backoff_max_s, cfg.backoff_initial_s * 2 ** retry)
-  return max(retry_after_s, step / 2 + random.uniform(0, step / 2))
-
-
 def closed(text: str, finish_reason: str | None) -> str:
   """The completion with the closing answer tag the request's stop string
   removed: a teacher that stopped on its own (not at the token limit) inside
@@ -228,181 +224,96 @@ def closed(text: str, finish_reason: str | None) -> str:
   return text
 
 
-class RateLimit:
-  """At most `per_s` request starts a second, spaced evenly."""
-
-  def __init__(self, per_s: float):
-    self._gap = 1.0 / per_s if per_s else 0.0
-    self._next = 0.0
-
-  async def wait(self) -> None:
-    if not self._gap:
-      return
-    now = asyncio.get_running_loop().time()
-    start = max(now, self._next)
-    self._next = start + self._gap  # taken before sleeping: no await between
-    await asyncio.sleep(start - now)
-
-
-def _key(where: str, env: str) -> str:
-  key = os.environ.get(env)
-  if not key:
-    raise ConfigError(f"{where}.api_key_env: the environment variable {env} "
-                      "is not set")
-  return key
-
-
-class Teacher:
-  """One endpoint that writes completions: at most its max_concurrency
-  requests in flight, started no faster than rate_limit, each bounded by its
-  timeout_s, transient failures tried again after a backoff. Subclasses
-  shape the request and read the answer."""
+class Teacher(abc.ABC):
+  """One endpoint that writes completions through `remote`, a remote
+  models' client (judge_server.remote_models): at most its max_concurrency
+  requests in flight, started no faster than rate_limit, each try bounded
+  by its timeout_s, transient failures retried by the SDK."""
 
   def __init__(self, name: str, cfg: TeacherConfig,
-               resilience: ResilienceConfig, url: str,
-               headers: dict[str, str]):
-    endpoint = getattr(cfg, cfg.kind)
+               remote: remote_models.RemoteModel):
     self.name = name
-    self.model = endpoint.model
+    self.model = getattr(cfg, cfg.kind).model
     self._cfg = cfg
-    self._resilience = resilience
-    self._url = url
-    self._timeout_s = endpoint.timeout_s
-    slots = endpoint.max_concurrency
-    self._client = httpx.AsyncClient(headers=headers, timeout=None,
-                                     limits=httpx.Limits(
-                                         max_connections=slots,
-                                         max_keepalive_connections=slots))
-    self._slots = asyncio.Semaphore(slots)
-    self._rate = RateLimit(cfg.rate_limit)
-    self.retries = 0
+    self._remote = remote
+
+  @property
+  def retries(self) -> int:
+    """The SDK's retries of this teacher's requests so far."""
+    return self._remote.tries - self._remote.calls
 
   def text(self, prompt: str) -> str:
     """What the teacher is sent: the instruction, if any, then `prompt`."""
     instruction = self._cfg.instruction.strip()
     return f"{instruction}\n\n{prompt}" if instruction else prompt
 
-  def body(self, prompt: str, seed: int) -> dict:
-    """The JSON request for one completion of `prompt`."""
-    raise NotImplementedError
-
-  def read(self, data: dict) -> str:
-    """The completion in a JSON answer; KeyError, IndexError, TypeError or
-    AttributeError when it is not in the shape expected."""
-    raise NotImplementedError
-
-  async def _try(self, body: dict):
-    """(the completion, None) or (None, the failure as a judge Judgement:
-    its reason, whether it may pass, and the Retry-After asked for)."""
-    await self._rate.wait()
-    try:
-      async with self._slots, asyncio.timeout(self._timeout_s):
-        response = await self._client.post(self._url, json=body)
-    except TimeoutError:
-      return None, judge_base.infrastructure(
-          f"no answer from {self._url} within {self._timeout_s}s",
-          transient=True)
-    except httpx.HTTPError as e:
-      return None, http_judge.transport_failure(self._url, e)
-    if response.is_error:
-      return None, http_judge.status_failure(self._url, response)
-    try:
-      return self.read(response.json()), None
-    except (ValueError, *http_judge.SHAPE_ERRORS) as e:
-      return None, judge_base.infrastructure(
-          f"{self._url} answered in an unknown shape ({type(e).__name__}): "
-          f"{response.text[:http_judge.ERROR_BODY_CHARS]}")
+  @abc.abstractmethod
+  async def _ask(self, prompt: str, seed: int) -> str | judge_base.Judgement:
+    """The completion, or the failure as a judge Judgement."""
 
   async def generate(self, prompt: str, seed: int) -> str:
     """One completion; DistillError for a request the teacher refuses or
     one still failing after every retry."""
-    cfg = self._resilience
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + cfg.deadline_s
-    body = self.body(prompt, seed)
-    for retry in range(cfg.max_retries + 1):
-      text, failure = await self._try(body)
-      if failure is None:
-        return text
-      why = failure.reason.removeprefix(judge_base.INFRASTRUCTURE)
-      if not failure.transient:
-        raise DistillError(f"teacher {self.name}: {why}")
-      wait = _backoff_s(cfg, retry, failure.retry_after_s)
-      if retry == cfg.max_retries or loop.time() + wait >= deadline:
-        break
-      self.retries += 1
-      await asyncio.sleep(wait)
-    raise DistillError(f"teacher {self.name}: gave up after {retry + 1} "
-                       f"tries: {why}; rerun to resume")
+    got = await self._ask(self.text(prompt), seed)
+    if not isinstance(got, judge_base.Judgement):
+      return got
+    why = got.reason.removeprefix(judge_base.INFRASTRUCTURE)
+    raise DistillError(f"teacher {self.name}: {why}"
+                       + ("; rerun to resume" if got.transient else ""))
 
   async def close(self) -> None:
-    await self._client.aclose()
+    await self._remote.close()
 
 
 class OpenAITeacher(Teacher):
-  """POST {base_url}/completions (the prompt as raw text) or, in chat mode,
-  /chat/completions (the prompt as the user's message)."""
+  """An OpenAI-compatible endpoint: the prompt as raw text (completions)
+  or, in chat mode, as the user's message."""
 
   def __init__(self, name: str, cfg: TeacherConfig,
                resilience: ResilienceConfig):
-    openai = cfg.openai
-    headers = {}
-    if openai.api_key_env:
-      headers["Authorization"] = "Bearer " + _key(
-          f"teachers.{name}.openai", openai.api_key_env)
-    path = "/chat/completions" if openai.mode == "chat" else "/completions"
-    super().__init__(name, cfg, resilience,
-                     openai.base_url.rstrip("/") + path, headers)
+    super().__init__(name, cfg, remote_models.OpenAIModel(
+        cfg.openai, f"teachers.{name}.openai",
+        retries=resilience.max_retries, rate_per_s=cfg.rate_limit,
+        deadline_s=resilience.deadline_s))
 
-  def body(self, prompt: str, seed: int) -> dict:
+  def _read(self, choice) -> str:
+    return closed(self._remote.text(choice), choice.finish_reason)
+
+  async def _ask(self, prompt, seed):
     cfg = self._cfg
-    body = {"model": self.model, "max_tokens": cfg.max_tokens,
-            "temperature": cfg.temperature, "seed": seed,
-            # Nothing after the answer counts, and the strict format refuses
-            # any text there: stop paying for it.
-            "stop": [templates.ANSWER_END]}
-    if cfg.openai.mode == "chat":
-      return body | {"messages": [{"role": "user",
-                                   "content": self.text(prompt)}]}
-    return body | {"prompt": self.text(prompt)}
-
-  def read(self, data: dict) -> str:
-    choice = data["choices"][0]
-    text = (choice["message"]["content"] if self._cfg.openai.mode == "chat"
-            else choice["text"]) or ""
-    return closed(text, choice.get("finish_reason"))
+    # Nothing after the answer counts, and the strict format refuses any
+    # text there: stop paying for it.
+    return await self._remote.complete(
+        prompt, self._read, max_tokens=cfg.max_tokens,
+        temperature=cfg.temperature, seed=seed, stop=[templates.ANSWER_END])
 
 
 class GeminiTeacher(Teacher):
-  """The Gemini API: POST {base_url}/v1beta/models/{model}:generateContent,
-  the key in the x-goog-api-key header."""
+  """Gemini: the Gemini API with a key, or Vertex AI with the machine's
+  credentials (gemini.vertex)."""
 
   def __init__(self, name: str, cfg: TeacherConfig,
                resilience: ResilienceConfig):
-    gemini = cfg.gemini
-    super().__init__(
-        name, cfg, resilience,
-        f"{gemini.base_url.rstrip('/')}/v1beta/models/{gemini.model}"
-        ":generateContent",
-        {"x-goog-api-key": _key(f"teachers.{name}.gemini",
-                                gemini.api_key_env)})
+    super().__init__(name, cfg, remote_models.GeminiModel(
+        cfg.gemini, f"teachers.{name}.gemini",
+        retries=resilience.max_retries,
+        backoff_s=(resilience.backoff_initial_s, resilience.backoff_max_s),
+        rate_per_s=cfg.rate_limit, deadline_s=resilience.deadline_s))
 
-  def body(self, prompt: str, seed: int) -> dict:
-    cfg = self._cfg
-    return {"contents": [{"role": "user",
-                          "parts": [{"text": self.text(prompt)}]}],
-            "generationConfig": {
-                "candidateCount": 1, "maxOutputTokens": cfg.max_tokens,
-                "temperature": cfg.temperature, "seed": seed,
-                "stopSequences": [templates.ANSWER_END]}}
-
-  def read(self, data: dict) -> str:
-    candidate = data["candidates"][0]
-    parts = (candidate.get("content") or {}).get("parts") or []
-    text = "".join(part.get("text", "") for part in parts)
+  @staticmethod
+  def _read(response) -> str:
+    candidate = response.candidates[0]
     # Gemini's STOP is OpenAI's "stop": a stop sequence or the model's end.
-    return closed(text, "stop" if candidate.get("finishReason") == "STOP"
-                  else candidate.get("finishReason"))
+    return closed(remote_models.candidate_text(candidate),
+                  "stop" if candidate.finish_reason == "STOP"
+                  else candidate.finish_reason)
+
+  async def _ask(self, prompt, seed):
+    cfg = self._cfg
+    return await self._remote.generate(
+        prompt, self._read, max_output_tokens=cfg.max_tokens,
+        temperature=cfg.temperature, seed=seed,
+        stop_sequences=[templates.ANSWER_END])
 
 
 TEACHERS = {"openai": OpenAITeacher, "gemini": GeminiTeacher}
