@@ -146,8 +146,7 @@ def run(cfg: PipelineConfig, resume_dir: pathlib.Path | None = None
     _write_done(pipeline_dir, {})
   else:
     pipeline_dir = pathlib.Path(resume_dir)
-    (pipeline_dir / run_dir_lib.CONFIG).write_text(
-        yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    run_dir_lib.write_config(pipeline_dir, dataclasses.asdict(cfg))
   done = _done(pipeline_dir)
   init = None
   for name, runner in _stages(cfg):
