@@ -57,7 +57,7 @@ from orchestrator.data import tasks, templates  # noqa: E402
 from orchestrator.data.dataset import Example  # noqa: E402
 from policy_worker import grpo, models, prepare, rollout  # noqa: E402
 
-PROMPTS, G, NEW_TOKENS, PROMPT_TOKENS = 4, 4, 40, 96
+PROMPTS, G, NEW_TOKENS = 4, 4, 40
 
 
 def _median_s(fn, runs: int) -> float:
@@ -155,13 +155,16 @@ def main(argv=None) -> int:
   policy, tok = models.build_policy(spec, policy_mesh, rank=8, alpha=16.0,
                                     seed=0)
   shape = _shape(policy, spec)
-  generator = rollout.RolloutGenerator(
-      policy, tok, policy_mesh, max_prompt_tokens=PROMPT_TOKENS,
-      max_new_tokens=NEW_TOKENS)
-  updater = grpo.GRPOUpdater(policy, policy_mesh, tok.pad_id(),
-                             grpo.UpdateConfig(num_generations=G))
   examples = _examples()
   prompts = [templates.render(ex.prompt) for ex in examples]
+  # As the trainer pads them: to the longest prompt, not max_prompt_tokens.
+  width = max(rollout.prompt_length(tok, p) for p in prompts)
+  generator = rollout.RolloutGenerator(
+      policy, tok, policy_mesh, max_prompt_tokens=width,
+      max_new_tokens=NEW_TOKENS)
+  updater = grpo.GRPOUpdater(policy, policy_mesh, tok.pad_id(),
+                             grpo.UpdateConfig(num_generations=G),
+                             prompt_width=width)
   rolls = generator.generate(prompts, G, temperature=1.0, top_p=1.0, seed=0)
   backend = jax_local.build(BackendConfig(
       model=spec, max_batch=16,

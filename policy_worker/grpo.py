@@ -21,7 +21,6 @@ import optax
 from tunix.rl import common
 
 from policy_worker import logps as logps_lib
-from policy_worker import rollout
 from policy_worker.rollout import Rollouts
 
 
@@ -99,8 +98,13 @@ class GRPOUpdater:
 
   def __init__(self, policy: nnx.Module, mesh: jax.sharding.Mesh,
                pad_id: int, config: UpdateConfig,
-               reference_lora: nnx.State | None = None):
+               reference_lora: nnx.State | None = None,
+               prompt_width: int | None = None):
+    """prompt_width: the run's longest prompt: every pass cuts the
+    rollouts' left padding to it, since another engine (vLLM, Ray
+    workers) pads to max_prompt_tokens; None keeps them as they come."""
     self.policy = policy
+    self._width = prompt_width
     self.config = config
     # A copy: the policy's own arrays are replaced at every update.
     self._reference_lora = jax.tree.map(
@@ -144,7 +148,8 @@ class GRPOUpdater:
 
   def _logps(self, rollouts: Rollouts, lora: nnx.State) -> jax.Array:
     with jax.set_mesh(self._mesh):
-      return token_logps(self.policy, lora, *_trimmed(rollouts, self._pad),
+      return token_logps(self.policy, lora,
+                         *_trimmed(rollouts, self._width, self._pad),
                          self._pad, self.config.temperature,
                          self.config.logps_chunk)
 
@@ -180,7 +185,7 @@ class GRPOUpdater:
       if ref_logps is None:
         raise ValueError("the policy has left the reference: the batch "
                          "needs its reference or behaviour log-probs")
-    prompts, completions = _trimmed(rollouts, self._pad)
+    prompts, completions = _trimmed(rollouts, self._width, self._pad)
     batch = LossBatch(
         prompts, completions,
         jnp.asarray((rollouts.completion_tokens != self._pad)
@@ -212,21 +217,22 @@ def completion_logps(model: nnx.Module, rollouts: Rollouts,
   the caller to mask."""
   with jax.set_mesh(mesh):
     return np.asarray(token_logps(
-        model, nnx.state(model, nnx.LoRAParam), *_trimmed(rollouts, pad_id),
+        model, nnx.state(model, nnx.LoRAParam),
+        *_trimmed(rollouts, None, pad_id),
         pad_id, temperature, logps_lib.DEFAULT_CHUNK))
 
 
-def _trimmed(rollouts: Rollouts, pad_id: int) -> tuple[jax.Array, jax.Array]:
-  """(prompt_tokens without the all-pad columns their left padding leaves,
-  to rollout.prompt_width; completion_tokens), on device: rollouts from
-  another engine come padded to max_prompt_tokens. The same numbers:
-  positions and the attention mask ignore padding."""
+def _trimmed(rollouts: Rollouts, width: int | None, pad_id: int
+             ) -> tuple[jax.Array, jax.Array]:
+  """(prompt_tokens cut to their last `width` columns, all of it with
+  None; completion_tokens), on device. The same numbers: positions and
+  the attention mask ignore left padding."""
   prompts = np.asarray(rollouts.prompt_tokens)
-  width = prompts.shape[1]
-  keep = rollout.prompt_width(int((prompts != pad_id).sum(1).max(initial=1)),
-                              width)
-  return (jnp.asarray(prompts[:, width - keep:]),
-          jnp.asarray(rollouts.completion_tokens))
+  if width and width < prompts.shape[1]:
+    if (prompts[:, :-width] != pad_id).any():
+      raise ValueError(f"a prompt is longer than prompt_width={width}")
+    prompts = prompts[:, -width:]
+  return jnp.asarray(prompts), jnp.asarray(rollouts.completion_tokens)
 
 
 @nnx.jit(static_argnames=("pad_id", "temperature", "chunk"))

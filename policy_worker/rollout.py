@@ -35,19 +35,6 @@ def prompt_length(tokenizer, prompt: str) -> int:
   return len(tokenizer.encode(prompt)) + 1
 
 
-# Prompt widths the programs are compiled for: a batch's prompts are padded
-# to the smallest multiple that holds its longest, so prefill and every
-# log-prob pass run over the prompts' own length rather than
-# max_prompt_tokens of padding, and the programs stay few.
-PROMPT_BUCKET = 16
-
-
-def prompt_width(longest: int, cap: int) -> int:
-  """The padded width of a batch whose longest prompt has `longest` tokens
-  (at most cap, the configured maximum)."""
-  return min(cap, -(-max(longest, 1) // PROMPT_BUCKET) * PROMPT_BUCKET)
-
-
 class RolloutGenerator:
   """Samples from the policy on its mesh; `sync` takes new weights."""
 
@@ -72,12 +59,10 @@ class RolloutGenerator:
   def generate(self, prompts: list[str], num_generations: int, *,
                temperature: float, top_p: float, seed: int) -> Rollouts:
     repeated = [p for p in prompts for _ in range(num_generations)]
-    width = prompt_width(max(prompt_length(self._tok, p) for p in prompts),
-                         self.max_prompt_tokens)
     with jax.set_mesh(self._mesh):
       out = self._sampler(
           repeated, max_generation_steps=self.max_new_tokens,
-          max_prompt_length=width, temperature=temperature,
+          max_prompt_length=self.max_prompt_tokens, temperature=temperature,
           top_p=top_p, seed=seed, pad_output=True,
           eos_tokens=self._tok.stop_ids(),
           forbidden_tokens=self._tok.special_ids())

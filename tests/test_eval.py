@@ -404,6 +404,39 @@ def test_three_candidates_table_rows_and_summary(tmp_path, capsys,
         _lines(printed, "answer accuracy  ")[0])
 
 
+def test_group_measures_on_hand_made_rows():
+  # 4 samples per question: successes 0, 0, 1, 4, 2 -> rates 0, 0, .25, 1,
+  # .5 (mean 0.35); 3 of 5 with one right; 3 flat (0, 0 and 4).
+  rows = [{"group_successes": w, "group_samples": 4} for w in (0, 0, 1, 4, 2)]
+  got = evaluate._group_measures(rows)
+  rates = np.array([0, 0, .25, 1, .5])
+  half = 1.96 * rates.std(ddof=1) / math.sqrt(5)  # the normal interval
+  assert got["group_samples"] == 4
+  assert got["sampled_accuracy"] == pytest.approx(0.35)
+  assert got["sampled_accuracy_ci"] == pytest.approx([0.35 - half,
+                                                      0.35 + half], abs=1e-6)
+  assert got["pass_at_g"] == pytest.approx(3 / 5)
+  assert got["flat_group_fraction"] == pytest.approx(3 / 5)
+  assert evaluate._group_measures([{"answer": 1.0}]) == {}
+
+
+@pytest.mark.e2e
+def test_group_samples_measure_what_grpo_would_see(tmp_path, capsys):
+  """The task-selection measures on the tiny model: each row's successes
+  among its samples, and the summary counted from them."""
+  printed, rows, summary = _eval(capsys, tmp_path / "eval",
+                                 "group_samples=3", "group_temperature=0.7")
+  wins = [r["group_successes"] for r in rows]
+  assert all(r["group_samples"] == 3 for r in rows) and len(wins) == N
+  assert all(0 <= w <= 3 for w in wins)
+  base = summary["base"]
+  assert base["sampled_accuracy"] == pytest.approx(sum(wins) / (3 * N))
+  assert base["pass_at_g"] == pytest.approx(sum(w > 0 for w in wins) / N)
+  assert base["flat_group_fraction"] == pytest.approx(
+      sum(w in (0, 3) for w in wins) / N)
+  assert _lines(printed, "pass@G")
+
+
 @pytest.mark.e2e
 def test_unscorable_answers_are_counted_not_averaged(tmp_path, capsys):
   # A judge service in front of an endpoint that is not there: it answers

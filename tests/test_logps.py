@@ -60,7 +60,7 @@ def test_completion_logps_are_tunix_s_to_1e_5_per_token(tiny):
   mask = rolls.completion_tokens != tok.pad_id()
   with jax.set_mesh(mesh):
     expected = _tunix_logps(policy, rolls, tok, TEMPERATURE)
-    # Several chunks (the tiny vocabulary is 256) and the trimmed prompts.
+    # Several chunks (the tiny vocabulary is 256), and one.
     for chunk in (64, 256):
       mine = np.asarray(nnx.jit(
           lambda m, p, c, chunk=chunk: logps.completion_logps(
@@ -68,13 +68,19 @@ def test_completion_logps_are_tunix_s_to_1e_5_per_token(tiny):
                   policy, jnp.asarray(rolls.prompt_tokens),
                   jnp.asarray(rolls.completion_tokens)))
       np.testing.assert_allclose(mine[mask], expected[mask], atol=1e-5)
-  trimmed = grpo.completion_logps(policy, rolls, mesh, tok.pad_id(),
-                                  TEMPERATURE)
-  np.testing.assert_allclose(trimmed[mask], expected[mask], atol=1e-5)
-  # The passes ran on the prompts' own width, not the padded one.
-  width = grpo._trimmed(rolls, tok.pad_id())[0].shape[1]
-  longest = (rolls.prompt_tokens != tok.pad_id()).sum(1).max()
-  assert longest <= width < rolls.prompt_tokens.shape[1]
+  whole = grpo.completion_logps(policy, rolls, mesh, tok.pad_id(),
+                                TEMPERATURE)
+  np.testing.assert_allclose(whole[mask], expected[mask], atol=1e-5)
+  # The updater's passes cut the padding to the run's longest prompt.
+  longest = int((rolls.prompt_tokens != tok.pad_id()).sum(1).max())
+  updater = grpo.GRPOUpdater(policy, mesh, tok.pad_id(), grpo.UpdateConfig(
+      num_generations=G, temperature=TEMPERATURE, logps_chunk=64),
+      prompt_width=longest)
+  cut = np.asarray(updater.policy_logps(rolls))
+  np.testing.assert_allclose(cut[mask], expected[mask], atol=1e-5)
+  assert grpo._trimmed(rolls, longest, tok.pad_id())[0].shape[1] == longest
+  with pytest.raises(ValueError, match="longer than prompt_width"):
+    grpo._trimmed(rolls, longest - 1, tok.pad_id())
 
 
 def test_chunked_logps_and_entropy_match_the_full_softmax():

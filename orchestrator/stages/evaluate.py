@@ -26,7 +26,6 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display on a TPU VM or in CI
 import matplotlib.pyplot as plt
 import numpy as np
-import yaml
 
 from judge_server import server as judge_server_lib
 from grar_config import strict
@@ -41,6 +40,7 @@ from orchestrator import mesh as mesh_lib
 from orchestrator.stages import pipeline
 from orchestrator import rewards
 from orchestrator import stats
+from orchestrator.rundir import layout as run_dir_lib
 from orchestrator.data import templates
 from orchestrator.config import (DataConfig, JudgeRunConfig, MeshConfig,
                                  PromptConfig)
@@ -84,14 +84,28 @@ class EvalConfig:
   # teacher_kl of a row is the mean over its samples of the mean over their
   # tokens of log p_candidate - log p_teacher. 0: not measured.
   teacher_samples: int = 0
+  # What GRPO would see on these questions: group_samples completions per
+  # question sampled at group_temperature (a run's rollout.num_generations
+  # and rollout.temperature), scored by the answer reward. Each row gets
+  # group_successes (how many were right); the summary sampled_accuracy
+  # (their mean), pass_at_g (a question with at least one right) and
+  # flat_group_fraction (all right or all wrong: a group whose answer
+  # reward has no spread, which teaches GRPO nothing). Measured on training
+  # prompts, it tells which task and warm start GRPO can learn from:
+  # pass@G well above greedy accuracy, few flat groups. 0: not measured.
+  group_samples: int = 0
+  group_temperature: float = 1.0
   output_dir: str = "runs/eval"  # gets config.yaml, rows.jsonl, summary.json
 
   def __post_init__(self):
     for name in ("max_prompt_tokens", "max_new_tokens", "batch_size"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name}: must be >= 1")
-    if self.teacher_samples < 0:
-      raise ValueError("teacher_samples: must be >= 0")
+    for name in ("teacher_samples", "group_samples"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"{name}: must be >= 0")
+    if self.group_temperature <= 0:
+      raise ValueError("group_temperature: must be > 0")
     if not self.candidates:
       raise ValueError("candidates: give at least one")
     names = [c.name for c in self.candidates]
@@ -139,8 +153,7 @@ def evaluate(cfg: EvalConfig) -> Report:
   examples = dataset_lib.load_jsonl(cfg.data.path, packs.keys())
   policy_mesh, judge_mesh = mesh_lib.plan_for(cfg, jax.devices())
   out.mkdir(parents=True, exist_ok=True)
-  (out / "config.yaml").write_text(
-      yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+  run_dir_lib.write_config(out, dataclasses.asdict(cfg))
   summaries, previous = {}, None
   with judge_target.connected(cfg, judge_mesh, out, _say) as client, \
       open(out / ROWS, "w", encoding="utf-8") as rows_file:
@@ -213,21 +226,24 @@ def _answers(cfg: EvalConfig, trained, examples, mesh, client, name: str,
     model, tokenizer = models.build_policy(
         cfg.model, mesh, rank=trained.rank, alpha=trained.alpha, seed=0,
         init_lora=trained.checkpoint)
+  scaffold = cfg.prompt.scaffold
+  lengths = [rollout.prompt_length(tokenizer,
+                                   templates.render(ex.prompt, scaffold))
+             for ex in examples]
+  for ex, n in zip(examples, lengths):
+    if n > cfg.max_prompt_tokens:
+      raise ValueError(f"max_prompt_tokens: {cfg.max_prompt_tokens} is too "
+                       f"small for example {ex.id}, which needs {n}")
   structure = None if trained is None else (trained.rank, trained.alpha)
   if structure in generators:
     generators[structure].sync(model)
   else:
     generators[structure] = rollout.RolloutGenerator(
-        model, tokenizer, mesh, max_prompt_tokens=cfg.max_prompt_tokens,
+        # Padded to the longest prompt asked, not max_prompt_tokens: the
+        # passes over prompts do no work on padding.
+        model, tokenizer, mesh, max_prompt_tokens=max(lengths),
         max_new_tokens=cfg.max_new_tokens)
   generator = generators[structure]
-  scaffold = cfg.prompt.scaffold
-  for ex in examples:
-    if (n := rollout.prompt_length(
-        tokenizer, templates.render(ex.prompt, scaffold))
-        ) > cfg.max_prompt_tokens:
-      raise ValueError(f"max_prompt_tokens: {cfg.max_prompt_tokens} is too "
-                       f"small for example {ex.id}, which needs {n}")
   size = min(cfg.batch_size, len(examples))
   rows, pending, t_start = [], None, time.monotonic()
   # The judge scores batch k while the policy generates batch k + 1: one
@@ -241,12 +257,16 @@ def _answers(cfg: EvalConfig, trained, examples, mesh, client, name: str,
                         _prompts(batch, size, scaffold), f"{name}-{start}",
                         start)[:len(batch)]
              if teacher else [None] * len(batch))
+      successes = (_group_successes(generator, batch, size, scaffold,
+                                    cfg.group_samples, cfg.group_temperature,
+                                    start)
+                   if cfg.group_samples else [{}] * len(batch))
       t1 = time.monotonic()
       if pending is not None:
         rows += _rows(name, scaffold, *pending)
       requests = judge_requests(name, batch, texts, 1,
                                          cfg.judge.aggregation)
-      pending = (batch, texts, lengths, kls, requests,
+      pending = (batch, texts, lengths, kls, successes, requests,
                  pool.submit(client.score, requests))
       # Where the time goes: generating, or waiting for the judge.
       print(f"grar: eval {name}: {start + len(batch)}/{len(examples)} "
@@ -270,6 +290,20 @@ def _generate(generator, batch, size: int, scaffold: tuple[str, ...]
   return rolls.texts[:len(batch)], rolls.completion_lengths[:len(batch)]
 
 
+def _group_successes(generator, batch, size: int, scaffold: tuple[str, ...],
+                     samples: int, temperature: float, seed: int
+                     ) -> list[dict]:
+  """Per question of batch, its row's group_successes (how many of
+  `samples` completions sampled at `temperature` the answer reward counts
+  right) and group_samples."""
+  rolls = generator.generate(_prompts(batch, size, scaffold), samples,
+                             temperature=temperature, top_p=1.0, seed=seed)
+  return [{"group_successes": sum(
+              rewards.answer_reward(text, ex) == 1.0
+              for text in rolls.texts[i * samples:(i + 1) * samples]),
+           "group_samples": samples} for i, ex in enumerate(batch)]
+
+
 def _prompts(batch, size: int, scaffold: tuple[str, ...]) -> list[str]:
   """The batch's prompts, padded to `size` (_generate says why)."""
   prompts = [templates.render(ex.prompt, scaffold) for ex in batch]
@@ -277,11 +311,12 @@ def _prompts(batch, size: int, scaffold: tuple[str, ...]) -> list[str]:
 
 
 def _rows(name: str, scaffold: tuple[str, ...], batch, texts, lengths, kls,
-          requests, judged) -> list[dict]:
+          successes, requests, judged) -> list[dict]:
   """The rows of one generated batch, once its judge call (a future) ends."""
   by_id = judged.result()
   rows = []
-  for ex, text, n, kl, request in zip(batch, texts, lengths, kls, requests):
+  for ex, text, n, kl, group, request in zip(batch, texts, lengths, kls,
+                                            successes, requests):
     result = by_id[request.rollout_id]
     scored = result.status == judge_pb2.SCORED
     rows.append({
@@ -293,7 +328,7 @@ def _rows(name: str, scaffold: tuple[str, ...], batch, texts, lengths, kls,
         "answer": rewards.answer_reward(text, ex),
         "judge_status": judge_pb2.Status.Name(result.status),
         "judge_reward": result.reward if scored else None,
-        "judge_reason": result.reason, "teacher_kl": kl})
+        "judge_reason": result.reason, "teacher_kl": kl, **group})
   return rows
 
 
@@ -315,7 +350,7 @@ def summarise(rows: list[dict]) -> dict:
     mean, low, high = stats.mean_interval(kls)
     teacher = {"teacher_kl": mean, "teacher_kl_ci": [low, high]}
   return {
-      **_measures(rows), **teacher,
+      **_measures(rows), **teacher, **_group_measures(rows),
       "judge_scored": scored,
       "judge_unscorable": len(rows) - scored,
       "answer_tokens_mean": float(np.mean([r["completion_tokens"]
@@ -357,6 +392,23 @@ def paired(previous_name: str, previous: list[dict], rows: list[dict]
           "b": b, "c": c}
 
 
+def _group_measures(rows: list[dict]) -> dict:
+  """sampled_accuracy (with its 95 % interval over questions), pass_at_g,
+  flat_group_fraction and group_samples of rows with group_successes
+  (EvalConfig.group_samples says what they mean); {} without."""
+  wins = [r["group_successes"] for r in rows if "group_successes" in r]
+  if not wins:
+    return {}
+  samples = rows[0]["group_samples"]
+  rates = [w / samples for w in wins]
+  mean, low, high = stats.mean_interval(rates)
+  return {"group_samples": samples, "sampled_accuracy": mean,
+          "sampled_accuracy_ci": [low, high],
+          "pass_at_g": sum(w > 0 for w in wins) / len(wins),
+          "flat_group_fraction": sum(w in (0, samples) for w in wins)
+          / len(wins)}
+
+
 def _measures(rows: list[dict]) -> dict:
   """examples, format and answer accuracy with [low, high] intervals, and
   the judge mean over scored rows (NaN if none)."""
@@ -375,6 +427,9 @@ _TABLE = (("format accuracy", "format_accuracy", ".3f"),
           ("judge mean", "judge_mean", ".3f"),
           ("judge unscorable", "judge_unscorable", ".0f"),
           ("teacher kl", "teacher_kl", ".4f"),
+          ("sampled answer accuracy", "sampled_accuracy", ".3f"),
+          ("pass@G", "pass_at_g", ".3f"),
+          ("flat groups (answer)", "flat_group_fraction", ".3f"),
           ("answer tokens", "answer_tokens_mean", ".1f"),
           ("examples", "examples", ".0f"))
 

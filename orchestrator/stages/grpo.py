@@ -26,7 +26,6 @@ import time
 
 import jax
 import numpy as np
-import yaml
 
 from judge_server import server as judge_server_lib
 from orchestrator import mesh as mesh_lib
@@ -102,7 +101,8 @@ def _policy(cfg: RunConfig, mesh, init_from: str):
 
 
 def _rollout_source(cfg: RunConfig, policy, tokenizer, mesh,
-                    run_dir: pathlib.Path) -> RolloutSource:
+                    run_dir: pathlib.Path, prompt_width: int
+                    ) -> RolloutSource:
   """A vLLM server or Ray rollout workers when the run asks for them (the
   trainer then only trains), else the policy's own sampler."""
   if cfg.rollout.engine == "vllm":
@@ -113,7 +113,7 @@ def _rollout_source(cfg: RunConfig, policy, tokenizer, mesh,
     return rollout_workers.RolloutPool(cfg, cfg.ray.rollout_workers,
                                        tokenizer.pad_id())
   return LocalSampler(rollout.RolloutGenerator(
-      policy, tokenizer, mesh, max_prompt_tokens=cfg.rollout.max_prompt_tokens,
+      policy, tokenizer, mesh, max_prompt_tokens=prompt_width,
       max_new_tokens=cfg.rollout.max_new_tokens))
 
 
@@ -144,17 +144,22 @@ class _Trainer:
     self.relevance = relevance_lib.Relevance.fit(
         [ex.prompt for ex in examples], cfg.rewards.relevance_max_tokens,
         cfg.rewards.relevance_repeat_ngram)
-    too_long = {i: n for prompts in self.prompts for i, p in prompts.items()
-                if (n := rollout.prompt_length(self.tokenizer, p))
-                > cfg.rollout.max_prompt_tokens}
+    lengths = {i: rollout.prompt_length(self.tokenizer, p)
+               for prompts in self.prompts for i, p in prompts.items()}
+    too_long = {i: n for i, n in lengths.items()
+                if n > cfg.rollout.max_prompt_tokens}
     if too_long:
       first = next(iter(too_long))
       raise TrainError(
           f"rollout.max_prompt_tokens={cfg.rollout.max_prompt_tokens} is too "
           f"small: example {first} needs {too_long[first]} tokens "
           f"({len(too_long)} examples too long)")
+    # Prompts are padded to the run's longest, not to max_prompt_tokens:
+    # one shape to compile, and passes over prompts do no work on padding
+    # (the demo's take 45-51 tokens of 96).
+    width = max(lengths.values())
     self.source = _rollout_source(cfg, self.policy, self.tokenizer,
-                                  policy_mesh, run_dir)
+                                  policy_mesh, run_dir, width)
     # The KL reference is the policy at step 0 (the base, or the base with
     # the warm start's adapters), before a resumed run loads its checkpoint:
     # the updater keeps those adapters and shares the base weights.
@@ -166,7 +171,8 @@ class _Trainer:
             max_grad_norm=cfg.grpo.max_grad_norm,
             temperature=cfg.rollout.temperature,
             kl_estimator=cfg.grpo.kl_estimator,
-            loss_aggregation=cfg.grpo.loss_aggregation))
+            loss_aggregation=cfg.grpo.loss_aggregation),
+        prompt_width=width)
     self.version = 0
     self.source.publish(self.version, self.policy)
     self.unscorable_streak = 0
@@ -430,8 +436,7 @@ def _run_connected(cfg: RunConfig,
     run_dir = resume_dir
     manifest = run_dir_lib.latest_manifest(run_dir)
     run_dir_lib.rewind(run_dir, manifest)
-    (run_dir / run_dir_lib.CONFIG).write_text(
-        yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    run_dir_lib.write_config(run_dir, dataclasses.asdict(cfg))
   first = (manifest.step if manifest else 0) + 1
   rows = []
   with judge_target.connected(cfg, judge_mesh, run_dir, _say) as client:
