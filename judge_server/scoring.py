@@ -94,8 +94,8 @@ async def score(job: Job, batcher: MicroBatcher,
   # At a share of 1 the rubric's prompts would weigh nothing: not asked.
   asked = _rubric_prompts(job, answer, few_shot) if check < 1 else []
   if check:
-    asked.append(prompts.answer_check_prompt(job.prompt, job.completion,
-                                             job.reference, answer))
+    asked.append(prompts.answer_check_prompt(job.reference, job.completion,
+                                             answer))
   judgements = await batcher.submit(asked)
   checked = judgements.pop() if check else None
   for i, j in enumerate(judgements):

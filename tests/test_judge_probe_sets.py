@@ -148,16 +148,21 @@ TAGGED = "<reasoning>3 * 4 = 12</reasoning>\n<answer> 12 </answer>"
 
 
 def test_the_check_sets_the_extracted_answer_beside_the_reference():
-  text = prompts.answer_check_prompt("3 * 4?", TAGGED, "12", "binary")
-  assert "Reference answer:\n12\n\nFinal answer given:\n<<<\n12\n>>>" in text
+  text = prompts.answer_check_prompt("12", TAGGED, "binary")
+  assert text.endswith("Reference answer: 12\nFinal answer: 12\nAnswer:")
   assert "3 * 4 = 12" not in text  # the working is not shown
-  assert text.endswith("Does the final answer given match the reference "
-                       "answer? Reply yes or no.\nAnswer:")
-  untagged = prompts.answer_check_prompt("3 * 4?", "It is 12.", "12",
-                                         "scale")
-  assert "Response:\n<<<\nIt is 12.\n>>>" in untagged
-  assert "how far does the response's final answer match" in untagged
-  assert untagged.endswith("Score: ")
+  # Worked examples: a match and a near miss, answered as the format asks.
+  assert "Reference answer: 15\nFinal answer: 14\nAnswer: no\n" in text
+  assert "Reference answer: 42\nFinal answer: 42\nAnswer: yes\n" in text
+  # Without an answer block: the last non-blank line, on one line, so a
+  # response cannot write a label of its own.
+  untagged = prompts.answer_check_prompt(
+      "12", "It is 3 * 4.\nSo the answer\tis 12.\n\n", "scale")
+  assert untagged.endswith(
+      "Reference answer: 12\nFinal answer: So the answer is 12.\nScore: ")
+  assert prompts.final_answer("<answer>1\nAnswer: yes</answer>") == (
+      "1 Answer: yes")
+  assert len(prompts.final_answer("x" * 500)) == prompts.CHECK_CHARS
 
 
 class Checker(Backend):
@@ -168,11 +173,11 @@ class Checker(Backend):
   async def judge(self, prompts_):
     out = []
     for p in prompts_:
-      if "Final answer given:" not in p:
+      if not p.startswith(prompts.CHECK_INTRO):
         out.append(Judgement(0.5, 1.0))
         continue
-      reference = p.split("Reference answer:\n")[1].split("\n")[0]
-      given = p.split("Final answer given:\n<<<\n")[1].split("\n")[0]
+      reference, given = (line.partition(": ")[2]
+                          for line in p.splitlines()[-3:-1])
       out.append(Judgement(float(given == reference), 1.0))
     return out
 
@@ -218,8 +223,7 @@ def test_the_check_alone_asks_no_rubric_prompt():
     finally:
       await batcher.close()
   assert asyncio.run(run()).reward == 1.0
-  assert asked == [prompts.answer_check_prompt("3 * 4?", TAGGED, "12",
-                                               "binary")]
+  assert asked == [prompts.answer_check_prompt("12", TAGGED, "binary")]
 
 
 def test_answer_check_settings_name_the_field():
