@@ -19,13 +19,11 @@ import urllib.request
 import pytest
 
 from grar_config.model import ModelSpec
-from orchestrator.rollouts import vllm_engine
+from orchestrator.rollouts import vllm_engine, vllm_process
 from policy_worker import grpo, models
 from policy_worker.advantages import truncated_importance_weights
 import random_lora
 import test_export
-
-pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 PROMPTS = ["What is 47 + 38? Think step by step.",
            "Name three colours of the rainbow:"]
@@ -120,5 +118,26 @@ def test_a_refusing_server_stops_with_its_answer(vllm, tmp_path):
         r"load_lora_adapter answered \d+: .*LoRA rank 32 is greater than "
         r"max_lora_rank")):
       source.publish(0, policy)
+  finally:
+    source.close()
+
+
+def test_an_unreachable_server_stops_with_the_transports_reason(tmp_path):
+  """No server at the URL: a one-line error naming the URL and the
+  refused connection, which the SDK wraps in its own 'Connection error.'.
+  Needs no vLLM (the `vllm` fixture marks the tests above vllm and
+  slow)."""
+  policy, tok = models.build_policy(
+      ModelSpec(family="gemma3-tiny"), test_export._mesh(), rank=4,
+      alpha=ALPHA, seed=0)
+  url = f"http://127.0.0.1:{vllm_process.free_port()}/v1"
+  source = vllm_engine.VllmRollouts(
+      url, tok, tmp_path / "adapters", alpha=ALPHA,
+      max_prompt_tokens=MAX_PROMPT, max_new_tokens=MAX_NEW, timeout_s=30)
+  try:
+    with pytest.raises(vllm_engine.VllmEngineError, match=(
+        rf"^rollout.engine vllm: {url}/load_lora_adapter: ConnectError: ")):
+      source.publish(0, policy)
+    assert source.adapter is None
   finally:
     source.close()

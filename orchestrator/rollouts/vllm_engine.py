@@ -11,6 +11,12 @@ distribution vLLM sampled from (the server runs with `--logprobs-mode
 processed_logprobs`: after temperature and top-p). The trainer recomputes
 those log-probs on its own mesh and corrects the difference
 (policy_worker/advantages.truncated_importance_weights).
+
+The requests go through the official `openai` SDK, as every other remote
+model's do (judge_server/remote_models.py): the completions with the
+fields only vLLM takes in extra_body, the adapter routes, which the SDK does
+not model, through its raw post. Its synchronous client, since the
+trainer's loop is: the prompts go out from a thread pool.
 """
 
 import concurrent.futures
@@ -20,8 +26,9 @@ import shutil
 import uuid
 from typing import Callable
 
-import httpx
+import httpx2
 import numpy as np
+import openai
 
 from orchestrator.rollouts import vllm_process
 from orchestrator.stages.rollout_source import RolloutSource
@@ -29,6 +36,14 @@ from policy_worker import export, peft_adapter, rollout
 
 class VllmEngineError(RuntimeError):
   """The server refused or failed a request; the message says which."""
+
+
+# Requests in flight at once: the prompts of a step, each from a thread.
+_IN_FLIGHT = 32
+# Under vLLM's 5 s (VLLM_HTTP_TIMEOUT_KEEP_ALIVE): a request sent on a
+# connection as the server drops it for idling gets no answer (the same
+# 5 s on both sides races, encode/httpx#2983).
+_KEEPALIVE_S = 2.0
 
 
 def _left_pad(ids: list[int], width: int, pad: int) -> list[int]:
@@ -62,11 +77,19 @@ class VllmRollouts(RolloutSource):
     # As the tunix sampler forbids them: no pad, bos or unused token inside
     # a completion.
     self._bias = {str(i): -100 for i in tokenizer.special_ids()}
-    self._client = httpx.Client(timeout=timeout_s)
+    # No retries: a load that timed out may have loaded (a second is
+    # refused), and a request that outlived timeout_s would wait as long
+    # again. The SDK sends a key whatever the server; vLLM started without
+    # --api-key ignores its placeholder.
+    self._client = openai.OpenAI(
+        base_url=self._url, api_key="EMPTY", timeout=timeout_s,
+        max_retries=0, http_client=openai.DefaultHttpxClient(
+            limits=httpx2.Limits(max_connections=_IN_FLIGHT,
+                                 keepalive_expiry=_KEEPALIVE_S)))
     self._names = f"grar-{uuid.uuid4().hex[:8]}"
     self._loaded: tuple[str, pathlib.Path] | None = None
     self._version = 0
-    self._threads = concurrent.futures.ThreadPoolExecutor(32)
+    self._threads = concurrent.futures.ThreadPoolExecutor(_IN_FLIGHT)
     self._on_close = on_close
     self._log = f" (server log: {log})" if log else ""
 
@@ -79,18 +102,28 @@ class VllmRollouts(RolloutSource):
     """The served name of the adapters published last."""
     return self._loaded[0] if self._loaded else None
 
-  def _post(self, path: str, body: dict) -> httpx.Response:
+  def _request(self, path: str, send: Callable[[], object]):
+    """What `send()` got from the server's `path`; VllmEngineError naming
+    the URL and the server's answer when it got none or an error."""
     url = f"{self._url}/{path}"
     try:
-      response = self._client.post(url, json=body)
-    except httpx.HTTPError as e:
-      raise VllmEngineError(f"rollout.engine vllm: {url}: "
-                            f"{type(e).__name__}: {e}{self._log}") from None
-    if response.status_code != 200:
+      return send()
+    except openai.APIStatusError as e:
       raise VllmEngineError(
-          f"rollout.engine vllm: {url} answered {response.status_code}: "
-          f"{response.text[:500]}{self._log}")
-    return response
+          f"rollout.engine vllm: {url} answered {e.status_code}: "
+          f"{e.response.text[:500]}{self._log}") from None
+    except openai.OpenAIError as e:
+      # The SDK wraps the transport's error: name that one.
+      cause = e.__cause__ or e
+      raise VllmEngineError(f"rollout.engine vllm: {url}: "
+                            f"{type(cause).__name__}: {cause}{self._log}"
+                            ) from None
+
+  def _post(self, path: str, body: dict) -> None:
+    """POSTs `body` to one of vLLM's own routes (the adapters'); their
+    answer is a line of text."""
+    self._request(path, lambda: self._client.post(f"/{path}", body=body,
+                                                  cast_to=str))
 
   def publish(self, version: int, policy) -> None:
     name = f"{self._names}-v{version}"
@@ -105,19 +138,32 @@ class VllmRollouts(RolloutSource):
       shutil.rmtree(previous[1], ignore_errors=True)
 
   def _sample(self, prompt: list[int], num_generations: int, *,
-              temperature: float, top_p: float, seed: int) -> list[dict]:
-    """The `num_generations` choices of one prompt, in index order."""
-    choices = self._post("completions", {
-        "model": self._loaded[0], "prompt": prompt, "n": num_generations,
-        "max_tokens": self.max_new_tokens, "temperature": temperature,
-        "top_p": top_p, "seed": seed, "logprobs": 0,
-        "stop_token_ids": sorted(self._stops), "logit_bias": self._bias,
-        "return_token_ids": True, "skip_special_tokens": True,
-    }).json()["choices"]
-    if len(choices) != num_generations:
-      raise VllmEngineError(f"rollout.engine vllm: {len(choices)} choices "
+              temperature: float, top_p: float, seed: int
+              ) -> list[tuple[list[int], list[float]]]:
+    """The token ids and their log-probs of the `num_generations` choices
+    of one prompt, in index order."""
+    answer = self._request("completions", lambda: (
+        self._client.completions.create(
+            model=self._loaded[0], prompt=prompt, n=num_generations,
+            max_tokens=self.max_new_tokens, temperature=temperature,
+            top_p=top_p, seed=seed, logprobs=0, logit_bias=self._bias,
+            extra_body={"stop_token_ids": sorted(self._stops),
+                        "return_token_ids": True,
+                        "skip_special_tokens": True})))
+    try:
+      choices = sorted(answer.choices, key=lambda c: c.index)
+      samples = [(list(c.token_ids), list(c.logprobs.token_logprobs))
+                 for c in choices]
+    except (AttributeError, TypeError) as e:
+      # A field the answer lacks (a vLLM older than return_token_ids), or
+      # one in another shape.
+      raise VllmEngineError(
+          f"rollout.engine vllm: {self._url}/completions answered in an "
+          f"unknown shape ({type(e).__name__}: {e}){self._log}") from None
+    if len(samples) != num_generations:
+      raise VllmEngineError(f"rollout.engine vllm: {len(samples)} choices "
                             f"for n={num_generations}")
-    return sorted(choices, key=lambda c: c["index"])
+    return samples
 
   def generate(self, prompts, num_generations, *, temperature, top_p, seed):
     """Rows as the tunix sampler gives them: prompts as [BOS] + tokens,
@@ -138,12 +184,12 @@ class VllmRollouts(RolloutSource):
     completions = np.full((n, self.max_new_tokens), pad, np.int32)
     logps = np.zeros((n, self.max_new_tokens), np.float32)
     texts = []
-    for i, choice in enumerate(c for choices in answers for c in choices):
-      ids = choice["token_ids"]
+    for i, (ids, token_logps) in enumerate(
+        s for samples in answers for s in samples):
       length = next((k for k, t in enumerate(ids) if t in self._stops),
                     len(ids))
       completions[i, :length] = ids[:length]
-      logps[i, :length] = choice["logprobs"]["token_logprobs"][:length]
+      logps[i, :length] = token_logps[:length]
       texts.append(self._tok.decode(ids[:length]))
     prompt_tokens = np.array(
         [_left_pad(e, self.max_prompt_tokens, pad)
@@ -155,11 +201,8 @@ class VllmRollouts(RolloutSource):
     self._threads.shutdown(wait=False, cancel_futures=True)
     if self._loaded is not None:
       # A server of the user's (rollout.vllm.base_url) outlives the run.
-      try:
-        self._client.post(f"{self._url}/unload_lora_adapter",
-                          json={"lora_name": self._loaded[0]})
-      except httpx.HTTPError:
-        pass
+      with contextlib.suppress(VllmEngineError):
+        self._post("unload_lora_adapter", {"lora_name": self._loaded[0]})
       shutil.rmtree(self._loaded[1], ignore_errors=True)
     self._client.close()
     self._on_close()
