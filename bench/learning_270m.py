@@ -173,7 +173,8 @@ def main() -> int:
   # at temperature 1.0 is all wrong (no advantage) more often than not.
   p.add_argument("--group", type=int, default=8, help="GRPO completions")
   p.add_argument("--temperature", type=float, default=0.7)
-  p.add_argument("--grpo-lr", type=float, default=3e-4)
+  # 3e-4 wrecks the warm start in one Adam step (configs/demo-270m.yaml).
+  p.add_argument("--grpo-lr", type=float, default=3e-5)
   p.add_argument("--beta", type=float, default=0.0)
   p.add_argument("--max-new-tokens", type=int, default=40)
   p.add_argument("--eval-batch", type=int, default=32)

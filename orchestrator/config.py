@@ -220,13 +220,17 @@ class JudgeValidationConfig:
   answer in fewer than min_wrong_accuracy cannot tell right from wrong,
   which is what a GRPO group whose format and answer rewards are flat
   relies on: on_fail stop ends the run before training, warn says so and
-  trains, skip does not check (not "off", which YAML reads as false)."""
+  trains, unweight says so and trains without the judge's reward (its
+  weight in rewards.weights becomes 0 for the run, and the run
+  directory's config copy says so; the judge still scores every rollout,
+  logged as before), skip does not check (not "off", which YAML reads as
+  false). In `grar eval`, which trains nothing, unweight is warn."""
   rows: int = 8
   min_off_topic_accuracy: float = 0.8
   # Chance: the check's few rows give wide intervals, and a judge at 0.8
   # on the held-out probes would fail a higher bar on 4 rows often.
   min_wrong_accuracy: float = 0.5
-  on_fail: Literal["stop", "warn", "skip"] = "stop"
+  on_fail: Literal["stop", "warn", "unweight", "skip"] = "stop"
 
   def __post_init__(self):
     positive(self, "rows")

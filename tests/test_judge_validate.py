@@ -243,6 +243,20 @@ def test_a_resumed_run_rereads_its_check_and_applies_the_settings(tmp_path):
                               said.append, RuntimeError) is None
 
 
+def test_unweight_warns_and_tells_the_caller(tmp_path):
+  _stored(tmp_path, 0.5)
+  said = []
+  cfg = config_lib.JudgeValidationConfig(on_fail="unweight")
+  report = judge_validate.check(None, [], cfg, None, 0, tmp_path,
+                                said.append, RuntimeError, reuse=True)
+  assert said[-1].startswith("warning: the judge cannot tell")
+  assert said[-1].endswith("on_fail unweight: no judge reward")
+  assert judge_validate.falls_short(report, cfg)
+  assert not judge_validate.falls_short(
+      report, config_lib.JudgeValidationConfig(min_off_topic_accuracy=0.5))
+  assert not judge_validate.falls_short(None, cfg)
+
+
 # --- a stand-in judge and users' probe files --------------------------------
 
 class ReferenceMatcher(Backend):
@@ -395,6 +409,27 @@ def test_the_trainer_stops_on_a_blind_judge(tmp_path):
   assert judge_validate.off_topic_accuracy(report)["accuracy"] < 0.8
   assert "correct > off_topic" in (run_dir / judge_validate.TABLE).read_text()
   assert not (run_dir / "metrics.csv").exists()  # stopped before training
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_the_trainer_trains_without_a_blind_judge_s_reward(tmp_path):
+  proc = processes.grar(
+      "train", "--config", "configs/cpu-tiny.yaml", *TINY,
+      "--set", "train.steps=1", "--set", "judge.validation.on_fail=unweight",
+      "--set", f"output_dir={tmp_path}", "--set", "run_name=unweighted")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "on_fail unweight: no judge reward" in proc.stderr
+  assert "training without the judge's reward" in proc.stderr
+  run_dir = tmp_path / "unweighted"
+  copy = config_lib.load(run_dir / "config.yaml")
+  assert copy.rewards.weights["judge"] == 0.0
+  assert copy.rewards.weights["answer"] == 0.5  # the rules keep theirs
+  (row,) = metrics.read(run_dir / "metrics.csv")
+  # Still scored and logged; the reward is the rules' alone.
+  assert row["judge_scored"] == 2
+  assert row["reward_mean"] == pytest.approx(
+      0.2 * row["format_mean"] + 0.5 * row["answer_mean"])
 
 
 @pytest.mark.e2e

@@ -228,7 +228,8 @@ def check(client, examples: Sequence[dataset_lib.Example], cfg, aggregation,
   goes to out_dir (REPORT, TABLE) and to `say`. A judge whose correct >
   off_topic accuracy is below cfg.min_off_topic_accuracy, or correct >
   wrong below cfg.min_wrong_accuracy, raises `error` (on_fail stop) or is
-  reported as a warning (warn); skip skips the check.
+  reported as a warning (warn, unweight: falls_short tells the caller);
+  skip skips the check.
   reuse: a REPORT already in out_dir (a resumed run) is read, not measured
   again. Returns the report, None when skipped."""
   if cfg.on_fail == "skip":
@@ -257,8 +258,15 @@ def check(client, examples: Sequence[dataset_lib.Example], cfg, aggregation,
   if cfg.on_fail == "stop":
     raise error(f"{problem}. Use a stronger judge or another judge prompt, "
                 "or go on anyway with --set judge.validation.on_fail=warn")
+  if cfg.on_fail == "unweight":
+    problem += "; judge.validation.on_fail unweight: no judge reward"
   say(f"warning: {problem}")
   return report
+
+
+def falls_short(report: dict | None, cfg) -> bool:
+  """Whether check's report (None: not checked) is below cfg's thresholds."""
+  return report is not None and _below(report, cfg) is not None
 
 
 def _below(report: dict, cfg) -> str | None:

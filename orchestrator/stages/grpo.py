@@ -383,6 +383,15 @@ class _Trainer:
     return resent
 
 
+def _unweighted(cfg: RunConfig) -> RunConfig:
+  """cfg with the judge's reward weight 0: a judge that cannot tell a
+  right answer from a wrong one would otherwise make the whole advantage
+  of every group whose rule rewards are flat (group normalisation scales
+  its noise up to them)."""
+  return dataclasses.replace(cfg, rewards=dataclasses.replace(
+      cfg.rewards, weights={**cfg.rewards.weights, "judge": 0.0}))
+
+
 def _on_host(logps) -> np.ndarray | None:
   return None if logps is None else np.asarray(logps)
 
@@ -441,9 +450,17 @@ def _run_connected(cfg: RunConfig,
   rows = []
   with judge_target.connected(cfg, judge_mesh, run_dir, _say) as client:
     # Before the policy loads: a blind judge stops the run in seconds.
-    judge_validate.check(client, examples, cfg.judge.validation,
-                         cfg.judge.aggregation, cfg.train.seed, run_dir, _say,
-                         TrainError, reuse=resume_dir is not None)
+    report = judge_validate.check(
+        client, examples, cfg.judge.validation, cfg.judge.aggregation,
+        cfg.train.seed, run_dir, _say, TrainError,
+        reuse=resume_dir is not None)
+    if (cfg.judge.validation.on_fail == "unweight"
+        and cfg.rewards.weights.get("judge")
+        and judge_validate.falls_short(report, cfg.judge.validation)):
+      cfg = _unweighted(cfg)
+      run_dir_lib.write_config(run_dir, dataclasses.asdict(cfg))
+      _say(f"training without the judge's reward: rewards.weights "
+           f"{dict(cfg.rewards.weights)} (the judge still scores, logged)")
     # One judge call (and teacher call) in flight per batch the pipeline
     # holds.
     pool = concurrent.futures.ThreadPoolExecutor(
