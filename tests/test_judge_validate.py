@@ -187,7 +187,7 @@ def _stored(tmp_path, accuracy):
 
 @pytest.mark.parametrize("override, error", [
     ("judge.validation.on_fail=never", "judge.validation.on_fail: 'never' is "
-     "not one of 'stop', 'warn', 'skip'"),
+     "not one of 'stop', 'warn', 'unweight', 'skip'"),
     ("judge.validation.min_off_topic_accuracy=1.5",
      "judge.validation.min_off_topic_accuracy: must be in [0, 1]"),
     ("judge.validation.min_wrong_accuracy=-0.1",

@@ -77,7 +77,7 @@ def test_the_random_judge_was_validated_and_warned_about(run):
   report = json.loads((run_dir / "judge_validation.json").read_text())
   assert report["rows"] == 2 and report["probes"] == 12
   assert (run_dir / "judge_validation.txt").read_text().startswith(
-      "judge validation on 2 examples\npair")
+      "judge validation on 2 examples\ndomain ")
 
 
 def test_lora_parameters_changed(run):
