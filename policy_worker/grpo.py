@@ -176,9 +176,10 @@ class GRPOUpdater:
       return {"loss": 0.0, "kl": float("nan"), "clip_frac": 0.0,
               "entropy": float("nan"), "grad_norm": 0.0,
               **skipped, "update_skipped": 1.0}
-    if self.at_reference():
-      # KL(policy || reference) is 0: the loss's own log-probs stand in, so
-      # its value and gradient are exactly 0, not another program's noise.
+    if not self.config.beta or self.at_reference():
+      # No KL term, or KL(policy || reference) is 0: the loss's own
+      # log-probs stand in, so its value and gradient are exactly 0, not
+      # another program's noise.
       ref_logps = None
     elif ref_logps is None:
       ref_logps = old_logps
