@@ -170,12 +170,12 @@ class GRPOUpdater:
     policy (the ratio is then exactly 1).
     """
     carries = signal_rollouts(advantages, valid, self.config.num_generations)
-    skipped = {"update_skipped": 0.0, "signal_groups": float(
-        carries.reshape(-1, self.config.num_generations).any(1).sum())}
+    signal = {"update_skipped": float(not carries.any()),
+              "signal_groups": float(carries.reshape(
+                  -1, self.config.num_generations).any(1).sum())}
     if not carries.any():
       return {"loss": 0.0, "kl": float("nan"), "clip_frac": 0.0,
-              "entropy": float("nan"), "grad_norm": 0.0,
-              **skipped, "update_skipped": 1.0}
+              "entropy": float("nan"), "grad_norm": 0.0, **signal}
     if not self.config.beta or self.at_reference():
       # No KL term, or KL(policy || reference) is 0: the loss's own
       # log-probs stand in, so its value and gradient are exactly 0, not
@@ -198,7 +198,7 @@ class GRPOUpdater:
     return {"loss": float(loss), "kl": float(aux["kl"]),
             "clip_frac": float(aux["pg_clipfrac"]),
             "entropy": float(aux["entropy"]), "grad_norm": float(grad_norm),
-            **skipped}
+            **signal}
 
 
 def signal_rollouts(advantages: np.ndarray, valid: np.ndarray,

@@ -96,11 +96,15 @@ def chunked_logps(hidden: jax.Array, embedding: jax.Array,
   chunk = _divisor(vocab, chunk)
   hidden = hidden.astype(jnp.float32)
 
-  def logits_of(rows):
-    logits = jnp.einsum("ntd,vd->ntv", hidden, rows.astype(jnp.float32))
+  def scaled(logits):
+    """The model's soft-cap, then the sampling temperature (none at 0 or
+    1, as tunix)."""
     if softcap is not None:
       logits = jnp.tanh(logits / softcap) * softcap
     return logits / temperature if temperature not in (0.0, 1.0) else logits
+
+  def logits_of(rows):
+    return scaled(jnp.einsum("ntd,vd->ntv", hidden, rows.astype(jnp.float32)))
 
   @jax.checkpoint
   def step(carry, rows):
@@ -123,12 +127,7 @@ def chunked_logps(hidden: jax.Array, embedding: jax.Array,
   # The first chunk makes `top` finite, so the first scale (exp(-inf)) is 0.
   normalizer = top + jnp.log(total)
   target_rows = embedding[targets].astype(jnp.float32)  # [N, T, D]
-  target_logit = (hidden * target_rows).sum(-1)
-  if softcap is not None:
-    target_logit = jnp.tanh(target_logit / softcap) * softcap
-  if temperature not in (0.0, 1.0):
-    target_logit = target_logit / temperature
-  logps = target_logit - normalizer
+  logps = scaled((hidden * target_rows).sum(-1)) - normalizer
   if not with_entropy:
     return logps
   return logps, normalizer - weighted / total
